@@ -1,0 +1,6 @@
+"""`python -m ptq` = the `ptq` command."""
+import sys
+
+from ptq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""ONNX Runtime runner (CPU by default; CUDA when the GPU build and a device are present)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ptq.errors import ConfigError, InternalError, PtqError
+from ptq.graph.edit import compatible_ir_version, copy_model, finalize, session_source
+from ptq.graph.model import TensorInfo
+
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+            "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
+
+
+def resolve_providers(spec: str | list[str] | None = "auto") -> list[str]:
+    """'auto' = CUDA when available, then CPU; also 'cpu', 'cuda' or full provider names."""
+    available = ort.get_available_providers()
+    if spec in (None, "auto", ["auto"]):
+        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for name in (n.strip() for n in names if n.strip()):
+        full = _ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise ConfigError(f"execution provider {name!r} is not available "
+                              f"(this onnxruntime has: {', '.join(available)})",
+                              hint="pip install 'ptq[gpu]' for CUDA, or use --providers cpu")
+        out.append(full)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+class OrtRunner:
+    """A lazily created `onnxruntime.InferenceSession` over a path or ModelProto."""
+
+    def __init__(self, model: str | Path | onnx.ModelProto, *, providers: str | list[str] = "auto",
+                 optimization: str = "all", threads: int | None = None) -> None:
+        self._model = model
+        self._providers = resolve_providers(providers)
+        self._optimization = OPT_LEVELS[optimization]
+        self._threads = threads
+        self._session: ort.InferenceSession | None = None
+
+    def __enter__(self) -> OrtRunner:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = self._optimization
+        opts.log_severity_level = 3
+        if self._threads:
+            opts.intra_op_num_threads = self._threads
+        source = self._model
+        if isinstance(source, onnx.ModelProto):
+            if source.ir_version != compatible_ir_version(source):
+                source = finalize(copy_model(source), check=False)
+            source = session_source(source)
+        elif isinstance(source, Path):
+            source = str(source)
+        try:
+            self._session = ort.InferenceSession(source, opts, providers=self._providers)
+        except Exception as exc:
+            raise PtqError(f"ONNX Runtime cannot load the model: {_first_line(exc)}",
+                           path=source if isinstance(source, str) else None,
+                           hint="check that every op is supported by this onnxruntime "
+                                f"({ort.__version__}) or upgrade it") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._session = None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            raise InternalError("OrtRunner used outside its 'with' block")
+        return self._session
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def input_metadata(self) -> list[TensorInfo]:
+        return [_meta(i) for i in self.session.get_inputs()]
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feeds: dict[str, np.ndarray],
+              outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = outputs or self.output_names()
+        try:
+            values = self.session.run(names, feeds)
+        except Exception as exc:
+            raise PtqError(f"inference failed: {_first_line(exc)}",
+                           hint="check the input shapes and dtypes against the model") from None
+        return dict(zip(names, values))
+
+
+_ORT_TYPES = {"tensor(float)": onnx.TensorProto.FLOAT, "tensor(float16)": onnx.TensorProto.FLOAT16,
+              "tensor(double)": onnx.TensorProto.DOUBLE, "tensor(int64)": onnx.TensorProto.INT64,
+              "tensor(int32)": onnx.TensorProto.INT32, "tensor(uint8)": onnx.TensorProto.UINT8,
+              "tensor(int8)": onnx.TensorProto.INT8, "tensor(bool)": onnx.TensorProto.BOOL}
+
+
+def _meta(node_arg: ort.NodeArg) -> TensorInfo:
+    shape = tuple(d if isinstance(d, int) else (d or None) for d in node_arg.shape)
+    return TensorInfo(node_arg.name, _ORT_TYPES.get(node_arg.type, onnx.TensorProto.UNDEFINED), shape)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,157 @@
+"""`ptq.calibrate`: model + data -> CalibrationTable, and the files it is saved as.
+
+    load model -> open data (images/npz/iterable) -> one streaming statistics pass
+    -> every requested algorithm on the same statistics -> CalibrationTable
+    -> ranges.json + calib.<algo>.cache (all rendered first, then written atomically)
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+
+from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
+from ptq.calibrators import AlgorithmSettings, Method, compute_amax
+from ptq.collect import Statistics, auto_batch_size, collect_statistics
+from ptq.datasets import fixed_batch, make_preprocess, open_data
+from ptq.errors import DataError
+from ptq.graph.model import activations, float_inputs, graph_inputs, load_model, model_sha256
+from ptq.histogram import DEFAULT_NUM_BINS
+from ptq.atomic import write_text
+from ptq.table import CalibrationTable, TensorRange
+from ptq.version import __version__
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """User-facing preprocessing choices; unset fields come from the preset and the model."""
+
+    preset: str = "imagenet"
+    size: tuple[int, int] | None = None
+    resize: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    layout: str | None = None
+    channel_order: str | None = None
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    algorithms: tuple[Method, ...] = (Method.ENTROPY,)
+    num_bins: int = DEFAULT_NUM_BINS
+    settings: AlgorithmSettings = AlgorithmSettings()
+    batch_size: int | None = None   # None: fit ~256 MB of activations per batch
+    max_images: int | None = None
+    providers: str = "auto"
+    seed: int = 0
+    strict: bool = False
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+
+
+def open_model_data(model_path: Path, model: onnx.ModelProto, data: Any, config: CalibrateConfig):
+    """The data source for `model`, with preprocessing fitted to its (single) image input."""
+    inputs = graph_inputs(model)
+    float_inputs(model, model_path)
+    pre = None
+    if isinstance(data, (str, Path)) and Path(data).is_dir() and len(inputs) == 1:
+        p = config.preprocess
+        pre = make_preprocess(inputs[0], p.preset, size=p.size, resize=p.resize, mean=p.mean,
+                              std=p.std, layout=p.layout, channel_order=p.channel_order)
+    return open_data(data, inputs, preprocess=pre, max_images=config.max_images,
+                     seed=config.seed, strict=config.strict)
+
+
+def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateConfig(), *,
+              progress: Callable[[int], None] | None = None) -> CalibrationTable:
+    """Calibrate `model` on `data` (image folder, .npy/.npz, or an iterable of arrays/dicts)."""
+    model_path = Path(model)
+    proto = load_model(model_path)
+    source = open_model_data(model_path, proto, data, config)
+    acts = activations(proto)
+    fixed = fixed_batch(graph_inputs(proto))
+    batch_size = auto_batch_size(acts, fixed, config.batch_size)
+    stats = collect_statistics(proto, source.batches(batch_size), num_bins=config.num_bins,
+                               providers=config.providers, fixed_batch=fixed, acts=acts,
+                               progress=progress)
+    if stats.num_samples == 0:
+        skipped = len(source.skipped)
+        raise DataError(f"no usable samples ({skipped} skipped"
+                        + (f", model batch fixed at {fixed}" if fixed else "") + ")",
+                        path=str(data) if isinstance(data, (str, Path)) else None,
+                        hint="provide readable images" + (f" (at least {fixed})" if fixed else ""))
+    if source.skipped:
+        log.warning("%d input(s) skipped as unreadable", len(source.skipped))
+    described = source.describe()
+    data_meta = {**described, "num_samples": stats.num_samples, "files": stats.files,
+                 "skipped": source.skipped.to_list(), "batch_size": batch_size,
+                 "seed": config.seed, "max_images": config.max_images}
+    model_meta = {"path": str(model_path), "sha256": model_sha256(model_path),
+                  "inputs": [i.to_dict() for i in graph_inputs(proto)],
+                  "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)}
+    settings = {"algorithms": [m.value for m in config.algorithms], "num_bins": config.num_bins,
+                **config.settings.to_dict(), "providers": config.providers}
+    return build_table(stats, config, model_meta, data_meta, settings)
+
+
+def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, data_meta: dict,
+                settings: dict) -> CalibrationTable:
+    tensors = {}
+    for name, st in stats.tensors.items():
+        counts, width = st.histogram.finalized()
+        lo, hi = (st.min, st.max) if st.count else (0.0, 0.0)
+        flags = []
+        if st.count == 0:
+            flags.append("empty")
+        elif lo == 0.0 and hi == 0.0:
+            flags.append("all_zero")
+        amax = {}
+        for method in config.algorithms:
+            amax[method.value], floored = compute_amax(method, counts, width, lo, hi, config.settings)
+            if floored:
+                flags.append(f"floored:{method.value}")
+        act = st.activation
+        shape = list(act.info.shape) if act.info.shape is not None else (
+            [None, *st.sample_shape] if st.sample_shape is not None else None)
+        tensors[name] = TensorRange(name=name, producer=act.producer, op_type=act.op_type,
+                                    shape=shape, dtype=act.info.dtype.name, min=lo, max=hi,
+                                    count=st.count, histogram=st.histogram, amax=amax, flags=flags)
+    return CalibrationTable(tensors, model_meta, data_meta, settings, __version__)
+
+
+def cache_header(method: Method | str) -> str:
+    """MinMax ranges carry TensorRT's MinMax header; the histogram methods the entropy one
+    (trtexec's built-in calibrator is EntropyCalibrator2 and rejects other headers)."""
+    return MINMAX_HEADER if Method(method) is Method.MINMAX else ENTROPY_HEADER
+
+
+def write_outputs(table: CalibrationTable, outdir: str | Path, *,
+                  trt_version: str = DEFAULT_TRT_VERSION,
+                  header: str | None = None) -> dict[str, Path]:
+    """ranges.json and one calib.<algo>.cache per algorithm; everything is rendered before
+    the first byte is written, so a bad value leaves no partial set of files."""
+    outdir = Path(outdir)
+    texts = {"ranges.json": json.dumps(table.to_dict(), indent=1, allow_nan=False) + "\n"}
+    for method in table.methods:
+        texts[f"calib.{method}.cache"] = render_cache(
+            table.amaxes(method), header=header or cache_header(method), trt_version=trt_version)
+    written = {}
+    for fname, text in texts.items():
+        written[fname] = write_text(outdir / fname, text)
+    return written
+
+
+def disagreement(table: CalibrationTable, top: int = 10) -> list[tuple[str, float, dict[str, float]]]:
+    """Tensors whose algorithms disagree most: (name, max amax / min amax, amaxes)."""
+    rows = []
+    for name, t in table.tensors.items():
+        vals = [v for v in t.amax.values()]
+        if len(vals) > 1:
+            rows.append((name, max(vals) / min(vals), dict(t.amax)))
+    rows.sort(key=lambda r: -r[1])
+    return rows[:top]

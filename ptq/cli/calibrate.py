@@ -1,0 +1,117 @@
+"""`ptq calibrate`: one statistics pass, every algorithm, ranges.json + TensorRT caches."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER
+from ptq.calibrate import CalibrateConfig, calibrate, disagreement, write_outputs
+from ptq.calibrators import AlgorithmSettings, Method
+from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
+                            positive, preprocess_options, progress_bar)
+from ptq.datasets import open_data  # noqa: F401  (keeps import errors at parse time)
+from ptq.errors import ConfigError
+
+DESCRIPTION = """\
+Run the FP32 model in ONNX Runtime over calibration data, stream every float
+activation into a running min/max and a 2048-bin |x| histogram (nothing is kept
+between batches), and compute INT8 ranges with one or more algorithms:
+
+  entropy     KL-divergence search as in TensorRT's EntropyCalibrator2 (default)
+  minmax      max |x| seen (TensorRT MinMaxCalibrator)
+  percentile  the --percentile of |x| (default 99.99)
+  mse         the threshold with least INT8 quantization error on the histogram
+  all         all four from the same statistics, with a comparison
+
+Writes to OUTDIR: ranges.json (per tensor: producer node, shape, min/max, amax per
+algorithm, histogram) and calib.<algo>.cache in TensorRT's calibration-cache
+format (trtexec --int8 --calib=..., TensorRT <= 10, or ModelOpt's
+--calibration_cache_path)."""
+
+EPILOG = """\
+examples:
+  ptq calibrate model.onnx --data val_images/ --algo all -o out/
+  ptq calibrate model.onnx --data calib.npz --algo entropy percentile --percentile 99.9
+  ptq calibrate yolo.onnx --data imgs/ --preset raw --std 255 --size 640 --max-images 500
+
+cache header: trtexec's built-in calibrator is EntropyCalibrator2 and skips caches
+with another header; use --cache-header entropy2 to feed a minmax cache to trtexec."""
+
+
+def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+    p = new_parser(subparsers, name, summary, DESCRIPTION, EPILOG)
+    p.add_argument("model", help="FP32 ONNX model (external data files next to it are fine)")
+    add_data_args(p)
+    g = p.add_argument_group("algorithms")
+    g.add_argument("--algo", nargs="+", default=["entropy"], metavar="ALGO",
+                   help="entropy, minmax, percentile, mse or all (several allowed; default: entropy)")
+    g.add_argument("--percentile", type=float, default=AlgorithmSettings().percentile,
+                   help="percentile for --algo percentile (default: %(default)s)")
+    g.add_argument("--num-bins", type=int, default=2048,
+                   help="histogram bins fixed by the first batch (default: %(default)s)")
+    add_runtime_args(p)
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--outdir", default=None,
+                   help="output folder (default: ptq-out/<model name>)")
+    g.add_argument("--trt-version", default=DEFAULT_TRT_VERSION,
+                   help="TensorRT version named in the cache header, e.g. 8.6.1 or 10.3.0 "
+                        "(default: %(default)s; TensorRT may skip a cache from another version)")
+    g.add_argument("--cache-header", choices=["auto", "entropy2", "minmax"], default="auto",
+                   help="auto: MinMaxCalibration for minmax, EntropyCalibration2 otherwise")
+    p.set_defaults(run=run)
+    return p
+
+
+def parse_algorithms(names: list[str]) -> tuple[Method, ...]:
+    out: list[Method] = []
+    for name in (n for item in names for n in item.split(",") if n):
+        if name.lower() == "all":
+            return tuple(Method)
+        try:
+            method = Method.parse(name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if method not in out:
+            out.append(method)
+    return tuple(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    for flag in ("batch_size", "max_images", "num_bins"):
+        positive(flag.replace("_", "-"), getattr(args, flag))
+    if not 0 < args.percentile <= 100:
+        raise ConfigError(f"--percentile must be in (0, 100], got {args.percentile}")
+    config = CalibrateConfig(
+        algorithms=parse_algorithms(args.algo), num_bins=args.num_bins,
+        settings=AlgorithmSettings(percentile=args.percentile), batch_size=args.batch_size,
+        max_images=args.max_images, providers=args.providers, seed=args.seed,
+        strict=args.strict, preprocess=preprocess_options(args))
+    outdir = args.outdir or default_outdir(args.model)
+    start = time.perf_counter()
+    with progress_bar(args, None, "calibrating") as update:
+        table = calibrate(args.model, args.data, config, progress=update)
+    header = {"auto": None, "entropy2": ENTROPY_HEADER, "minmax": MINMAX_HEADER}[args.cache_header]
+    written = write_outputs(table, outdir, trt_version=args.trt_version, header=header)
+    if args.quiet == 0:
+        print_summary(table, written, time.perf_counter() - start)
+    return 0
+
+
+def print_summary(table, written, seconds: float) -> None:
+    d = table.data
+    flagged = {n: t.flags for n, t in table.tensors.items() if t.flags}
+    print(f"calibrated {len(table.tensors)} tensors on {d['num_samples']} samples "
+          f"(batch {d['batch_size']}, {len(d['skipped'])} skipped) in {seconds:.1f} s")
+    for name, path in written.items():
+        print(f"  wrote {path}")
+    if flagged:
+        print(f"  {len(flagged)} tensor(s) flagged (floored ranges never become zero scales):")
+        for name, flags in list(flagged.items())[:8]:
+            print(f"    {name}: {', '.join(flags)}")
+    rows = disagreement(table, top=5)
+    if rows:
+        methods = table.methods
+        print("  where the algorithms disagree most (amax):")
+        print("    " + f"{'tensor':40s} {'ratio':>6s} " + " ".join(f"{m:>10s}" for m in methods))
+        for name, ratio, amax in rows:
+            print(f"    {name[:40]:40s} {ratio:6.2f} " + " ".join(f"{amax[m]:10.4g}" for m in methods))

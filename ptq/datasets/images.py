@@ -1,0 +1,109 @@
+"""Image-folder data source: recursive, any common format, class sub-folders as labels.
+
+Decoding runs in a small thread pool (Pillow releases the GIL), so images for the
+next batch are prepared while the model runs on the current one.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ptq.datasets.base import Batch, Skipped
+from ptq.datasets.preprocess import Preprocess
+from ptq.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+class ImageFolder:
+    """Images under `root`; files in `root/<class>/...` get the label of `<class>`.
+
+    Classes are the sorted sub-folder names (torchvision's ImageFolder order), so
+    an ImageNet-style synset tree maps to the usual class indices.
+    """
+
+    def __init__(self, root: str | Path, input_name: str, preprocess: Preprocess, *,
+                 max_images: int | None = None, seed: int = 0, strict: bool = False,
+                 workers: int = 2) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError("image directory not found", path=self.root,
+                            hint="pass a folder of images (or a .npy/.npz file) to --data")
+        files = list_images(self.root)
+        if not files:
+            raise DataError("no images found (looked for "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))}, recursively)", path=self.root,
+                            hint="point --data at a folder that contains images")
+        if max_images is not None and max_images < len(files):
+            pick = np.random.default_rng(seed).choice(len(files), max_images, replace=False)
+            files = [files[i] for i in sorted(pick)]
+        self.files = files
+        self.input_name = input_name
+        self.preprocess = preprocess
+        self.strict = strict
+        self.workers = workers
+        self.skipped = Skipped()
+        self.classes = sorted({p.relative_to(self.root).parts[0] for p in files
+                               if len(p.relative_to(self.root).parts) > 1})
+        self._class_index = {c: i for i, c in enumerate(self.classes)}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def label_of(self, path: Path) -> int | None:
+        parts = path.relative_to(self.root).parts
+        return self._class_index.get(parts[0]) if len(parts) > 1 else None
+
+    def _load(self, path: Path) -> np.ndarray | str:
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return self.preprocess.apply(img)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+    def samples(self) -> Iterator[tuple[Path, np.ndarray]]:
+        with ThreadPoolExecutor(self.workers) as pool:
+            for path, result in zip(self.files, pool.map(self._load, self.files)):
+                if isinstance(result, str):
+                    if self.strict:
+                        raise DataError(f"cannot read image ({result})", path=path,
+                                        hint="remove or fix the file, or drop --strict to skip it")
+                    log.warning("skipping unreadable image %s (%s)", path, result)
+                    self.skipped.add(str(path.relative_to(self.root)), result)
+                    continue
+                yield path, result
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        self.skipped = Skipped()
+        chunk: list[tuple[Path, np.ndarray]] = []
+        for item in self.samples():
+            chunk.append(item)
+            if len(chunk) == batch_size:
+                yield self._batch(chunk)
+                chunk = []
+        if chunk:
+            yield self._batch(chunk)
+
+    def _batch(self, chunk: list[tuple[Path, np.ndarray]]) -> Batch:
+        labels = [self.label_of(p) for p, _ in chunk]
+        return Batch(feeds={self.input_name: np.stack([x for _, x in chunk])},
+                     files=tuple(str(p.relative_to(self.root)) for p, _ in chunk),
+                     labels=None if None in labels else np.asarray(labels, np.int64))
+
+    def describe(self) -> dict:
+        return {"kind": "images", "source": str(self.root), "num_files": len(self.files),
+                "classes": self.classes, "preprocessing": self.preprocess.to_dict()}

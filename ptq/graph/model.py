@@ -1,0 +1,177 @@
+"""Loading and inspecting ONNX models with errors a user can act on."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from ptq.errors import ModelLoadError
+
+FLOAT_TYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
+               TensorProto.DOUBLE: np.float64, TensorProto.BFLOAT16: np.float32}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A named tensor with its element type and (possibly symbolic) shape."""
+
+    name: str
+    elem_type: int
+    shape: tuple[int | str | None, ...] | None  # None = rank unknown
+
+    @property
+    def is_float(self) -> bool:
+        return self.elem_type in FLOAT_TYPES
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype.name,
+                "shape": None if self.shape is None else list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A float tensor computed from the graph inputs: what calibration observes."""
+
+    name: str
+    producer: str | None  # node name; None for a graph input
+    op_type: str          # producer op type, or "Input"
+    info: TensorInfo
+
+
+def load_model(path: str | Path, *, load_weights: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file (with its external data, if any) or raise ModelLoadError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError("model file not found", path=path,
+                             hint="check the path; ptq reads .onnx files")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, sometimes others
+        raise ModelLoadError(f"not a valid ONNX file ({type(exc).__name__})", path=path,
+                             hint="re-export the model; the file may be truncated or not ONNX") from None
+    if load_weights and _uses_external_data(model):
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:  # OSError, or onnx's ValidationError for a missing file
+            raise ModelLoadError(f"external weight data could not be read ({_first_line(exc)})", path=path,
+                                 hint="keep the model's external data files next to it "
+                                      "(same relative location as when it was saved)") from None
+    if not model.graph.node:
+        raise ModelLoadError("the graph has no nodes", path=path, hint="export the full model")
+    name_unnamed_nodes(model)
+    return model
+
+
+def name_unnamed_nodes(model: onnx.ModelProto) -> None:
+    """Give nameless nodes a stable name `<OpType>_<index>`: every report, pin and
+    cache entry refers to nodes by name, so each one needs one (done on load, on
+    ptq's own copy)."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name, k = f"{node.op_type}_{i}", 0
+            while name in taken:
+                k += 1
+                name = f"{node.op_type}_{i}_{k}"
+            node.name = name
+            taken.add(name)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def external_data_files(model_path: str | Path) -> list[Path]:
+    """The external data files a model refers to (for hashing and copying)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    files = []
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            if loc and (p := Path(model_path).parent / loc) not in files:
+                files.append(p)
+    return files
+
+
+def model_sha256(path: str | Path) -> str:
+    """Hash of the model file and its external data: the identity of a calibration."""
+    h = hashlib.sha256()
+    for p in [Path(path), *external_data_files(path)]:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _info(vi: onnx.ValueInfoProto) -> TensorInfo:
+    t = vi.type.tensor_type
+    shape = None
+    if t.HasField("shape"):
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in t.shape.dim)
+    return TensorInfo(vi.name, t.elem_type, shape)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
+    """Real inputs (initializers listed as inputs by old exporters are skipped)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [_info(vi) for vi in model.graph.input if vi.name not in inits]
+
+
+def float_inputs(model: onnx.ModelProto, path: str | Path | None = None) -> list[TensorInfo]:
+    inputs = graph_inputs(model)
+    floats = [i for i in inputs if i.is_float]
+    if not floats:
+        kinds = ", ".join(f"{i.name}:{i.dtype.name}" for i in inputs) or "none"
+        raise ModelLoadError(f"the model has no float input (inputs: {kinds})", path=path,
+                             hint="ptq calibrates float activations; quantize the model "
+                                  "that takes float images")
+    return floats
+
+
+def infer_types(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Type and shape of every tensor ONNX shape inference can reach."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # custom ops or >2 GB models: fall back to what is declared
+        inferred = model
+    g = inferred.graph
+    infos = {vi.name: _info(vi) for vi in [*g.input, *g.value_info, *g.output]}
+    for init in g.initializer:
+        infos.setdefault(init.name, TensorInfo(init.name, init.data_type, tuple(init.dims)))
+    return infos
+
+
+def activations(model: onnx.ModelProto) -> list[Activation]:
+    """Float tensors that depend on a graph input, in graph (topological) order.
+
+    Outputs of constant subgraphs (weights, shape arithmetic) are not activations:
+    TensorRT folds them, and their ranges come from the weights themselves.
+    """
+    types = infer_types(model)
+    live = {i.name for i in graph_inputs(model)}
+    acts = [Activation(i.name, None, "Input", i) for i in graph_inputs(model) if i.is_float]
+    for node in model.graph.node:
+        if not any(name in live for name in node.input if name):
+            continue
+        for out in node.output:
+            if not out:
+                continue
+            live.add(out)
+            info = types.get(out)
+            if info is not None and info.is_float:
+                acts.append(Activation(out, node.name or None, node.op_type, info))
+    return acts

@@ -1,0 +1,123 @@
+"""`CalibrationTable`: every tensor's statistics and ranges, and its JSON form (ranges.json).
+
+The table is the hand-off between stages: calibrate writes it, quantize reads
+amaxes from it, the report plots its histograms. `to_dict`/`from_dict` round-trip
+exactly; `load` validates and names the file on any problem.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ptq.atomic import write_json
+from ptq.calibrators import Method
+from ptq.errors import ConfigError, PtqError
+from ptq.histogram import Histogram
+
+FORMAT = "ptq.ranges/1"
+
+
+@dataclass
+class TensorRange:
+    """One activation: where it comes from, what was seen, and each algorithm's amax."""
+
+    name: str
+    producer: str | None
+    op_type: str
+    shape: list | None
+    dtype: str
+    min: float
+    max: float
+    count: int
+    histogram: Histogram
+    amax: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        counts, width = self.histogram.finalized()
+        return {
+            "name": self.name, "producer": self.producer, "op_type": self.op_type,
+            "shape": self.shape, "dtype": self.dtype, "min": self.min, "max": self.max,
+            "count": self.count, "amax": dict(self.amax), "flags": list(self.flags),
+            "histogram": {"num_bins": self.histogram.num_bins, "bin_width": width,
+                          "counts": counts.tolist(),
+                          "edges": (np.arange(len(counts) + 1) * width).tolist()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TensorRange:
+        h = d["histogram"]
+        counts = np.asarray(h["counts"], np.int64)
+        hist = (Histogram(h["num_bins"], 0.0, np.zeros(0, np.int64), int(counts.sum()))
+                if h["bin_width"] == 0 else Histogram(h["num_bins"], float(h["bin_width"]), counts))
+        return cls(name=d["name"], producer=d["producer"], op_type=d["op_type"], shape=d["shape"],
+                   dtype=d["dtype"], min=float(d["min"]), max=float(d["max"]), count=int(d["count"]),
+                   histogram=hist, amax={k: float(v) for k, v in d["amax"].items()},
+                   flags=list(d.get("flags", [])))
+
+
+@dataclass
+class CalibrationTable:
+    """Ranges for every activation of one model, plus how they were obtained."""
+
+    tensors: dict[str, TensorRange]
+    model: dict            # path, sha256, inputs, opset
+    data: dict             # source, images used, skipped, preprocessing, batch size, seed
+    settings: dict         # num_bins, algorithms and their parameters, providers
+    ptq_version: str = ""
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.settings.get("algorithms", []))
+
+    def amax(self, name: str, method: str | Method) -> float:
+        key = method.value if isinstance(method, Method) else method
+        try:
+            return self.tensors[name].amax[key]
+        except KeyError:
+            raise ConfigError(f"no '{key}' range for tensor '{name}' "
+                              f"(table has {', '.join(self.methods)})") from None
+
+    def amaxes(self, method: str | Method) -> dict[str, float]:
+        key = method.value if isinstance(method, Method) else method
+        if key not in self.methods:
+            raise ConfigError(f"the ranges have no '{key}' algorithm (available: "
+                              f"{', '.join(self.methods)})",
+                              hint=f"re-run ptq calibrate with --algo {key} or --algo all")
+        return {n: t.amax[key] for n, t in self.tensors.items()}
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "ptq_version": self.ptq_version, "model": self.model,
+                "data": self.data, "settings": self.settings,
+                "tensors": [t.to_dict() for t in self.tensors.values()]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CalibrationTable:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a ptq ranges table (format {d.get('format')!r}, expected {FORMAT!r})")
+        tensors = [TensorRange.from_dict(t) for t in d["tensors"]]
+        for t in tensors:
+            bad = {k: v for k, v in t.amax.items() if not (math.isfinite(v) and v > 0)}
+            if bad:
+                raise ValueError(f"tensor '{t.name}' has invalid amax {bad}")
+        return cls(tensors={t.name: t for t in tensors}, model=d["model"], data=d["data"],
+                   settings=d["settings"], ptq_version=d.get("ptq_version", ""))
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibrationTable:
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise PtqError("ranges file not found", path=path,
+                           hint="run `ptq calibrate` first; it writes ranges.json") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise PtqError(f"not a valid ptq ranges file ({type(exc).__name__}: {exc})",
+                           path=path, hint="regenerate it with `ptq calibrate`") from None

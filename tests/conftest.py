@@ -1,0 +1,45 @@
+"""Session fixtures for the real-model zoo (``tests/zoo.py``), built once per test session.
+
+The fixture folders and files are shared by every test in the session: read them, never write
+into them (copy to ``tmp_path`` first).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:  # so `from zoo import ...` works under any pytest --import-mode
+    sys.path.insert(0, _TESTS)
+
+from zoo import build_bad_models, build_digits_cnn, write_digits_images  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained digits CNN; training takes seconds, so it happens once per session."""
+    path = tmp_path_factory.mktemp("digits_model") / "digits_cnn.onnx"
+    onnx.save_model(build_digits_cnn(seed=0), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Test split, 30 PNGs per class in ``<label>/`` folders."""
+    return write_digits_images(tmp_path_factory.mktemp("digits_test"), per_class=30, split="test")
+
+
+@pytest.fixture(scope="session")
+def digits_calib_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Calibration split, 20 PNGs per class, disjoint from the test and train splits."""
+    return write_digits_images(tmp_path_factory.mktemp("digits_calib"), per_class=20, split="calib")
+
+
+@pytest.fixture(scope="session")
+def bad_models(tmp_path_factory: pytest.TempPathFactory, digits_model_path: Path) -> dict[str, Path]:
+    """Error-path models by name (see ``zoo.build_bad_models``), reusing the session's CNN."""
+    return build_bad_models(tmp_path_factory.mktemp("bad_models"), digits_model=onnx.load(digits_model_path))
