@@ -29,9 +29,10 @@ _HEX = re.compile(r"^[0-9a-fA-F]{8}$")
 
 
 def version_int(version: str | int) -> int:
-    """'10.3.0' -> 100300, '8.6.1' -> 8601; an integer (or digits) passes through."""
+    """'10.3.0' -> 100300, '8.6.1' -> 8601; a header int (>= 1000) passes through, and a
+    bare major version means that release: '10' -> 100000 (not a 'TRT-10-' header)."""
     if isinstance(version, int) or str(version).isdigit():
-        return int(version)
+        return int(version) if int(version) >= 1000 else version_int(f"{int(version)}.0.0")
     parts = str(version).split(".")
     try:
         major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render
 from ptq.calibrators import AlgorithmSettings, Method, compute_amax
 from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import fixed_batch, make_preprocess, open_data
-from ptq.errors import DataError
+from ptq.errors import CalibrationError, DataError
 from ptq.graph.model import activations, float_inputs, graph_inputs, load_model, model_sha256
 from ptq.histogram import DEFAULT_NUM_BINS
 from ptq.atomic import write_text
@@ -46,7 +45,7 @@ class CalibrateConfig:
     algorithms: tuple[Method, ...] = (Method.ENTROPY,)
     num_bins: int = DEFAULT_NUM_BINS
     settings: AlgorithmSettings = AlgorithmSettings()
-    batch_size: int | None = None   # None: fit ~256 MB of activations per batch
+    batch_size: int | None = None   # None: fit ~128 MB of activations per batch (collect.py)
     max_images: int | None = None
     providers: str = "auto"
     seed: int = 0
@@ -76,9 +75,15 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
     acts = activations(proto)
     fixed = fixed_batch(graph_inputs(proto))
     batch_size = auto_batch_size(acts, fixed, config.batch_size)
-    stats = collect_statistics(proto, source.batches(batch_size), num_bins=config.num_bins,
-                               providers=config.providers, fixed_batch=fixed, acts=acts,
-                               progress=progress)
+    if progress is not None and hasattr(progress, "set_total") and hasattr(source, "__len__"):
+        progress.set_total(len(source))  # the CLI's bar learns its total here
+    try:
+        stats = collect_statistics(proto, source.batches(batch_size), num_bins=config.num_bins,
+                                   providers=config.providers, fixed_batch=fixed, acts=acts,
+                                   progress=progress)
+    except CalibrationError as exc:  # raised per tensor; name the model it belongs to
+        exc.path = exc.path or str(model_path)
+        raise
     if stats.num_samples == 0:
         skipped = len(source.skipped)
         raise DataError(f"no usable samples ({skipped} skipped"
@@ -136,7 +141,7 @@ def write_outputs(table: CalibrationTable, outdir: str | Path, *,
     """ranges.json and one calib.<algo>.cache per algorithm; everything is rendered before
     the first byte is written, so a bad value leaves no partial set of files."""
     outdir = Path(outdir)
-    texts = {"ranges.json": json.dumps(table.to_dict(), indent=1, allow_nan=False) + "\n"}
+    texts = {"ranges.json": table.to_json()}
     for method in table.methods:
         texts[f"calib.{method}.cache"] = render_cache(
             table.amaxes(method), header=header or cache_header(method), trt_version=trt_version)

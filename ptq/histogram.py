@@ -8,6 +8,10 @@ batches always add bin for bin and memory never depends on the number of images.
             |------|------|-- ... --|--------|
     bin:       0      1                 n-1        a value v lands in floor(v / w),
                                                    v == n*w lands in the last bin
+
+Growth is bounded: a batch that would need more than MAX_GROWTH * num_bins bins (a
+first batch ~1e9 times smaller than a later one would need ~2e12) first merges
+groups of adjacent bins, multiplying the width by a whole factor.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_NUM_BINS = 2048
+MAX_GROWTH = 16  # bins may grow to 16 x num_bins before the width is coarsened
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -61,9 +67,17 @@ class Histogram:
             self.pending_zeros = 0
         if amax > self.upper:
             grown = max(math.ceil(amax / self.bin_width), len(self.counts))
+            if grown > MAX_GROWTH * self.num_bins:
+                self._coarsen(math.ceil(grown / (MAX_GROWTH * self.num_bins)))
+                grown = max(math.ceil(amax / self.bin_width), len(self.counts))
             self.counts = np.concatenate(
                 [self.counts, np.zeros(grown - len(self.counts), np.int64)])
         self.counts += bin_counts(x, self.bin_width, len(self.counts), scratch)
+
+    def _coarsen(self, factor: int) -> None:
+        """Sum each run of `factor` bins into one: bin k of width w*f = old bins [k*f, (k+1)*f)."""
+        self.counts = np.add.reduceat(self.counts, np.arange(0, len(self.counts), factor))
+        self.bin_width *= factor
 
     def merge(self, other: Histogram) -> Histogram:
         """Sum two histograms that share a bin width (or where one has none yet)."""
@@ -119,9 +133,13 @@ def bin_counts(x: np.ndarray, bin_width: float, num_bins: int,
     so it is folded into the last bin instead of clipping every element.
     """
     flat, idx = (scratch or Scratch()).get(x.size)
-    np.abs(x.reshape(-1), out=flat, casting="same_kind" if x.dtype == np.float32 else "unsafe")
-    np.multiply(flat, np.float32(1.0 / bin_width), out=flat)
-    np.copyto(idx, flat, casting="unsafe")
+    inv = 1.0 / bin_width
+    if inv < _F32_MAX:
+        np.abs(x.reshape(-1), out=flat, casting="same_kind" if x.dtype == np.float32 else "unsafe")
+        np.multiply(flat, np.float32(inv), out=flat)
+        np.copyto(idx, flat, casting="unsafe")
+    else:  # widths below ~3e-39 (tiny activations): the float32 product would overflow
+        np.copyto(idx, np.abs(x.reshape(-1).astype(np.float64)) * inv, casting="unsafe")
     counts = np.bincount(idx, minlength=num_bins)
     if len(counts) > num_bins:
         counts[num_bins - 1] += counts[num_bins:].sum()

@@ -31,13 +31,11 @@ _TIE_RTOL = 1e-9  # float noise of the prefix-sum form is ~1e-12
 
 
 def _xlogy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a * log(b) with 0 * log(anything) = 0."""
-    out = np.zeros(np.broadcast(a, b).shape)
-    mask = np.broadcast_to(a > 0, out.shape)
+    """a * log(b) with 0 * log(anything) = 0 (np.where, not boolean indexing: 2x faster)."""
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), b)
+    pos = a > 0
     with np.errstate(divide="ignore"):  # a > 0 with b == 0 gives -inf, handled by callers
-        out[mask] = (np.broadcast_to(a, out.shape)[mask]
-                     * np.log(np.broadcast_to(b, out.shape)[mask]))
-    return out
+        return np.where(pos, a * np.log(np.where(pos, b, 1.0)), 0.0)
 
 
 def entropy_divergences(counts: np.ndarray, *, num_levels: int = NUM_QUANT_LEVELS,

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER
+from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER, version_int
 from ptq.calibrate import CalibrateConfig, calibrate, disagreement, write_outputs
 from ptq.calibrators import AlgorithmSettings, Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
@@ -86,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
         settings=AlgorithmSettings(percentile=args.percentile), batch_size=args.batch_size,
         max_images=args.max_images, providers=args.providers, seed=args.seed,
         strict=args.strict, preprocess=preprocess_options(args))
-    outdir = args.outdir or default_outdir(args.model)
+    outdir = Path(args.outdir or default_outdir(args.model))
+    if outdir.exists() and not outdir.is_dir():  # checked before the (long) statistics pass
+        raise ConfigError("the output folder is an existing file", path=outdir,
+                          hint="pass -o a folder (it is created if missing)")
+    version_int(args.trt_version)  # a bad --trt-version fails now, not after calibrating
     start = time.perf_counter()
     with progress_bar(args, None, "calibrating") as update:
         table = calibrate(args.model, args.data, config, progress=update)

@@ -90,13 +90,28 @@ def default_outdir(model: str | Path) -> Path:
 @contextmanager
 def progress_bar(args: argparse.Namespace, total: int | None, desc: str,
                  unit: str = "img") -> Iterator[Callable[[int], None]]:
-    """A tqdm bar on stderr (hidden with -q or when stderr is not a terminal and -v is off)."""
+    """A tqdm bar on stderr (hidden with -q or when stderr is not a terminal and -v is off).
+
+    Yields a callable `update(n)`; it also has `set_total(n)` for library code that
+    learns the total only after opening the data (see ptq.calibrate)."""
     from tqdm import tqdm
 
     disable = args.quiet > 0 or (not sys.stderr.isatty() and args.verbose == 0)
     with tqdm(total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
               leave=False) as bar:
-        yield bar.update
+        yield _Progress(bar)
+
+
+class _Progress:
+    def __init__(self, bar) -> None:
+        self._bar = bar
+
+    def __call__(self, n: int) -> None:
+        self._bar.update(n)
+
+    def set_total(self, total: int) -> None:
+        self._bar.total = total
+        self._bar.refresh()
 
 
 def positive(name: str, value: int | None) -> None:

@@ -5,6 +5,7 @@ sample) for accuracy metrics, as long as no model input is called that.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -67,9 +68,12 @@ def load_arrays(path: str | Path, inputs: list[TensorInfo], *,
     path = Path(path)
     if not path.is_file():
         raise DataError("data file not found", path=path, hint="check the --data path")
-    try:
+    try:  # npz members are read lazily: a bad member fails inside the comprehension
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+        if not isinstance(loaded, np.ndarray):
+            with loaded:
+                loaded = {k: loaded[k] for k in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read array file ({exc})".splitlines()[0], path=path,
                         hint="save with np.save / np.savez (object arrays are not accepted)") from None
     if isinstance(loaded, np.ndarray):
@@ -79,8 +83,7 @@ def load_arrays(path: str | Path, inputs: list[TensorInfo], *,
                             hint="save an npz keyed by input name")
         arrays, labels = {inputs[0].name: loaded}, None
     else:
-        with loaded:
-            arrays = {k: loaded[k] for k in loaded.files}
+        arrays = loaded
         names = {i.name for i in inputs}
         labels = arrays.pop(LABELS_KEY) if LABELS_KEY in arrays and LABELS_KEY not in names else None
         if len(inputs) == 1 and len(arrays) == 1 and inputs[0].name not in arrays:

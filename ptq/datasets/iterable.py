@@ -57,9 +57,10 @@ class IterableData:
             if info.shape is not None and arr.ndim == len(info.shape) - 1:
                 arr = arr[None]
             check_sample_shape(info, arr, self.origin)
-            feeds[info.name] = arr.astype(info.dtype, copy=False)
+            # a copy: items wait in `pending`, and a producer may refill the array it yielded
+            feeds[info.name] = arr.astype(info.dtype, copy=True)
         if labels is not None:
-            labels = np.atleast_1d(np.asarray(to_numpy(labels)))
+            labels = np.atleast_1d(np.array(to_numpy(labels)))  # a copy, as above
         return feeds, labels
 
     def batches(self, batch_size: int) -> Iterator[Batch]:

@@ -1,0 +1,240 @@
+"""Q/DQ placement rules for TensorRT explicit quantization, one `Rule` per op type.
+
+`RULES` is the single registry the Q/DQ pass, `quantizable_nodes` and the README
+table read. A rule says which inputs of a node get a Q/DQ pair, which input is a
+weight (per-channel, with its axis), and why (TENSORRT.md §3.4-3.6):
+
+    Conv/ConvTranspose/Gemm/MatMul  activation input(s) + weight; never the output
+    Add                             only the residual input (the other one fuses into the conv)
+    AveragePool/GlobalAveragePool/MaxPool   the input
+    BatchNormalization/Clip/Mul/Concat      opt-in only (`--op-types`); Concat shares one scale
+
+Bias inputs are never listed, so they stay float. `GraphIndex` is the read-only view
+of the graph (producers, consumers, constants) the context-dependent rules look at.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops TensorRT fuses into a preceding conv (its epilogue); ModelOpt walks the same chain.
+_EPILOGUE_OPS = {"BatchNormalization", "Relu", "Clip", "MaxPool", "Sigmoid", "Mul", "Add"}
+_COPY_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+
+
+@dataclass
+class GraphIndex:
+    """Producers, consumers and constant values of one graph, built once per pass."""
+
+    nodes: list[onnx.NodeProto]
+    producer: dict[str, int]
+    consumers: dict[str, list[tuple[int, int]]]   # tensor -> [(node index, input slot)]
+    initializers: dict[str, onnx.TensorProto]
+    constant_nodes: dict[str, onnx.TensorProto]  # output of a Constant node -> its value
+    graph_inputs: set[str]
+    graph_outputs: set[str]
+
+    @classmethod
+    def build(cls, graph: onnx.GraphProto) -> GraphIndex:
+        producer, consumers, constant_nodes = {}, {}, {}
+        for i, node in enumerate(graph.node):
+            for slot, name in enumerate(node.input):
+                if name:
+                    consumers.setdefault(name, []).append((i, slot))
+            for name in node.output:
+                if name:
+                    producer[name] = i
+            if node.op_type == "Constant" and node.output:
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                if value is not None:
+                    constant_nodes[node.output[0]] = value
+        inits = {t.name: t for t in graph.initializer}
+        return cls(list(graph.node), producer, consumers, inits, constant_nodes,
+                   {i.name for i in graph.input if i.name not in inits},
+                   {o.name for o in graph.output})
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.initializers or name in self.constant_nodes
+
+    def constant_proto(self, name: str) -> onnx.TensorProto | None:
+        init = self.initializers.get(name)
+        return init if init is not None else self.constant_nodes.get(name)
+
+    def constant_array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.constant_proto(name))
+
+    def constant_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.constant_proto(name).dims)
+
+    def parents(self, index: int) -> list[int]:
+        return [self.producer[x] for x in self.nodes[index].input if x in self.producer]
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int = 0) -> int:
+    return next((a.i for a in node.attribute if a.name == name), default)
+
+
+def conv_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    return 0                                           # W [K, C/g, kh, kw]: output channels
+
+
+def conv_transpose_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    return 1                                           # W [C, K/g, kh, kw]
+
+
+def gemm_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    return 0 if _attr(node, "transB") else 1           # B is [N, K] with transB=1, else [K, N]
+
+
+def matmul_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    return len(shape) - 1                              # B [..., K, N]: N (1 for a 2-D B)
+
+
+def fusible_backbone(g: GraphIndex, index: int, depth: int = 6) -> int | None:
+    """The Conv/ConvTranspose a node's output would fuse into (through BN, ReLU, Clip,
+    bias Add/Mul, SiLU, MaxPool and copy ops), as in ModelOpt's `get_fusible_backbone`."""
+    for _ in range(depth):
+        node = g.nodes[index]
+        if node.op_type in ("Conv", "ConvTranspose"):
+            return index
+        if node.op_type not in _EPILOGUE_OPS | _COPY_OPS:
+            return None
+        live = [x for x in node.input if x in g.producer]
+        if node.op_type == "Add" and len(live) > 1:    # a second residual, not a bias add
+            return None
+        if not live:
+            return None
+        index = g.producer[live[0]]
+    return None
+
+
+def _ancestor_distances(g: GraphIndex, start: int) -> dict[int, int]:
+    dist, queue = {start: 0}, deque([start])
+    while queue:
+        cur = queue.popleft()
+        for parent in g.parents(cur):
+            if parent not in dist:
+                dist[parent] = dist[cur] + 1
+                queue.append(parent)
+    return dist
+
+
+def lowest_common_ancestor(g: GraphIndex, a: int, b: int) -> tuple[int | None, int, int]:
+    """(ancestor, distance from a, distance from b) minimising the summed distance."""
+    da, db = _ancestor_distances(g, a), _ancestor_distances(g, b)
+    common = set(da) & set(db)
+    if not common:
+        return None, 0, 0
+    best = min(common, key=lambda n: (da[n] + db[n], n))
+    return best, da[best], db[best]
+
+
+def residual_inputs(node: onnx.NodeProto, g: GraphIndex) -> tuple[int, ...]:
+    """The residual input slot of a residual Add (ModelOpt's `build_non_residual_input_map`).
+
+    The input on the longer path back to the two inputs' common ancestor comes out of a
+    conv that TensorRT fuses the Add into: it stays float. The other (skip) input is the
+    residual and gets Q/DQ. Adds with a constant or graph-input operand, or without a
+    conv on either side, are not residual Adds and get nothing.
+    """
+    if len(node.input) != 2 or any(g.is_constant(x) or x not in g.producer for x in node.input):
+        return ()
+    pa, pb = (g.producer[x] for x in node.input)
+    ba, bb = fusible_backbone(g, pa), fusible_backbone(g, pb)
+    lca, da, db = lowest_common_ancestor(g, pa, pb)
+    if ba is not None and bb is not None:
+        if ba == bb or g.nodes[ba].op_type != g.nodes[bb].op_type:
+            return ()
+        fused = 0 if da > db else 1
+    elif ba is not None:
+        if lca == ba:
+            return ()
+        fused = 0
+    elif bb is not None:
+        if lca == bb:
+            return ()
+        fused = 1
+    else:
+        return ()
+    return (1 - fused,)
+
+
+def live_inputs(node: onnx.NodeProto, g: GraphIndex) -> tuple[int, ...]:
+    """Every non-constant input slot."""
+    return tuple(i for i, x in enumerate(node.input) if x and not g.is_constant(x))
+
+
+AxisFn = Callable[[onnx.NodeProto, tuple[int, ...]], int]
+SelectFn = Callable[[onnx.NodeProto, GraphIndex], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Where one op type gets Q/DQ. `inputs` are activation slots (per-tensor); `weight`
+    is the slot quantized per-channel along `axis` when it holds a constant, per-tensor
+    like an activation when it does not; `select` overrides `inputs` from graph context."""
+
+    op_type: str
+    reason: str
+    inputs: tuple[int, ...] = (0,)
+    weight: int | None = None
+    axis: AxisFn | None = None
+    select: SelectFn | None = None
+    shared_scale: bool = False
+    default: bool = True
+
+    def activation_slots(self, node: onnx.NodeProto, g: GraphIndex) -> tuple[int, ...]:
+        slots = self.select(node, g) if self.select else self.inputs
+        if self.weight is not None and self.weight < len(node.input) \
+                and not g.is_constant(node.input[self.weight]):
+            slots = (*slots, self.weight)              # activation x activation: both per-tensor
+        return tuple(s for s in slots if s < len(node.input) and node.input[s]
+                     and not g.is_constant(node.input[s]))
+
+    def weight_slot(self, node: onnx.NodeProto, g: GraphIndex) -> int | None:
+        w = self.weight
+        return w if w is not None and w < len(node.input) and g.is_constant(node.input[w]) else None
+
+
+_WEIGHTED = ("TensorRT: quantize all inputs of weighted operations; weights per-channel, "
+             "activations per-tensor; the output is not quantized (it keeps a higher-precision "
+             "epilogue such as bias, ReLU or a residual Add fused into the kernel)")
+RULES: dict[str, Rule] = {r.op_type: r for r in [
+    Rule("Conv", f"{_WEIGHTED}; weight axis 0 (output channels of W[K,C,kh,kw])",
+         weight=1, axis=conv_axis),
+    Rule("ConvTranspose", f"{_WEIGHTED}; weight axis 1 (W[C,K,kh,kw])",
+         weight=1, axis=conv_transpose_axis),
+    Rule("Gemm", f"{_WEIGHTED}; weight axis 0 when transB=1 (W[N,K]) else 1; bias C stays float",
+         weight=1, axis=gemm_axis),
+    Rule("MatMul", f"{_WEIGHTED}; weight axis 1 (B[K,N]); two activations: both per-tensor",
+         weight=1, axis=matmul_axis),
+    Rule("Add", "TensorRT: quantize the residual input of skip connections; the other input "
+                "comes from a conv that the Add fuses into (ModelOpt's residual-Add rule); Adds "
+                "with a constant or graph-input operand, or no conv branch, stay float",
+         select=residual_inputs),
+    Rule("AveragePool", "TensorRT fuses DQ -> AveragePool -> Q into an INT8 pooling layer; "
+                        "quantizing its input lets the producer emit INT8"),
+    Rule("GlobalAveragePool", "same as AveragePool: an INT8 reduction, input quantized "
+                              "(ModelOpt default)"),
+    Rule("MaxPool", "MaxPool commutes with Q/DQ; an input Q/DQ lets TensorRT run it in INT8 "
+                    "and fuse the Q into the producing conv (ModelOpt default)"),
+    Rule("BatchNormalization", "opt-in: TensorRT folds BN into the preceding conv, so its input "
+                               "is usually a weighted-op output that must stay unquantized",
+         default=False),
+    Rule("Clip", "opt-in: ReLU6/Clip fuses into the preceding conv; quantizing its input would "
+                 "quantize a weighted-op output and split the fusion", default=False),
+    Rule("Mul", "opt-in: element-wise Mul (e.g. SiLU's x*sigmoid(x)) follows a conv whose "
+                "output should stay unquantized", select=live_inputs, default=False),
+    Rule("Concat", "opt-in: all inputs share ONE scale (the largest range) so TensorRT needs "
+                   "no requantization; by default Concat gets no Q/DQ and TensorRT propagates "
+                   "the consumer's Q backwards through it", select=live_inputs,
+         shared_scale=True, default=False),
+]}
+
+DEFAULT_OP_TYPES: tuple[str, ...] = tuple(op for op, r in RULES.items() if r.default)

@@ -1,0 +1,179 @@
+"""Build, run and score variants: the Evaluator, the engine spec and the parallel map.
+
+    pins --ptq.quantize--> ONNX --engine (ORT session | TensorRT engine)--> outputs
+         --scorers vs the FP32 reference--> metrics
+
+`--jobs N` evaluates N variants at once. Threads are the default: ONNX Runtime
+releases the GIL while it runs, the batches and the reference are shared without
+copies, and each session gets cores/N intra-op threads. Processes (`executor=
+"process"`, spawned workers that receive the state once) avoid the GIL during
+quantize() graph building; bench/sensitivity.py measures both.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnx
+
+from ptq.backends.ort import OrtRunner, default_threads
+from ptq.datasets.base import Batch
+from ptq.errors import ConfigError
+from ptq.evaluate import run_batches
+from ptq.quantize import Pin, QuantizeConfig, quantize
+from ptq.sensitivity.hooks import EvalMeta
+from ptq.sensitivity.scoring import Scorer, score_all
+
+log = logging.getLogger(__name__)
+
+
+class Backend(str, Enum):
+    ORT = "ort"
+    TRT = "trt"
+
+
+class ExecutorKind(str, Enum):
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How a variant becomes something that runs (picklable, so workers can rebuild it)."""
+
+    backend: Backend = Backend.ORT
+    providers: str = "auto"
+    optimization: str = "disable"
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Fail before any expensive work when the backend cannot run here."""
+        if self.backend is Backend.TRT:
+            from ptq.backends.trt import require_tensorrt
+            require_tensorrt()
+
+    def factory(self) -> Callable[[onnx.ModelProto], Any]:
+        if self.backend is Backend.TRT:
+            from ptq.backends.trt import TrtBuilder, TrtRunner
+            builder = TrtBuilder()  # one timing cache for every variant
+            return lambda model: TrtRunner(model, builder)
+        return lambda model: OrtRunner(model, providers=self.providers,
+                                       optimization=self.optimization, threads=self.threads)
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """One evaluated model: its metrics and where the time went."""
+
+    pins: tuple[Pin, ...]
+    metrics: dict[str, float]
+    seconds: float
+    build_s: float
+    session_s: float
+    infer_s: float
+
+
+class Evaluator:
+    """Everything a variant needs, prepared once: model, ranges, batches, reference, scorers."""
+
+    def __init__(self, model: onnx.ModelProto, ranges: Any, qconfig: QuantizeConfig,
+                 batches: Sequence[Batch], reference: dict[str, np.ndarray],
+                 scorers: Sequence[Scorer], meta: EvalMeta, engine: EngineSpec) -> None:
+        self.model, self.ranges, self.qconfig = model, ranges, qconfig
+        self.batches, self.reference, self.scorers, self.meta = batches, reference, scorers, meta
+        self.engine = engine
+        self._factory = engine.factory()
+
+    def with_engine(self, engine: EngineSpec) -> Evaluator:
+        """The same prepared state, run by another engine (e.g. fewer threads per session)."""
+        return Evaluator(self.model, self.ranges, self.qconfig, self.batches, self.reference,
+                         self.scorers, self.meta, engine)
+
+    def build(self, pins: Sequence[Pin] = ()) -> onnx.ModelProto:
+        return quantize(self.model, self.ranges, pins=tuple(pins), config=self.qconfig)
+
+    def evaluate(self, pins: Sequence[Pin] = ()) -> VariantRun:
+        t0 = time.perf_counter()
+        model = self.build(pins)
+        t1 = time.perf_counter()
+        with self._factory(model) as runner:
+            t2 = time.perf_counter()
+            outputs = run_batches(runner, self.batches)
+        t3 = time.perf_counter()
+        metrics = score_all(self.scorers, self.reference, outputs, self.meta)
+        return VariantRun(tuple(pins), metrics, time.perf_counter() - t0, t1 - t0, t2 - t1, t3 - t2)
+
+    def state(self) -> tuple:
+        """What a worker process needs to rebuild this evaluator."""
+        return (self.model.SerializeToString(), self.ranges, self.qconfig, list(self.batches),
+                self.reference, list(self.scorers), self.meta, self.engine)
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, default_threads() // max(1, jobs))
+
+
+def evaluate_many(evaluator: Evaluator, variants: Sequence[tuple[Pin, ...]], *, jobs: int = 1,
+                  executor: ExecutorKind = ExecutorKind.THREAD,
+                  progress: Callable[[int], None] | None = None) -> list[VariantRun]:
+    """Evaluate every pin set, in parallel with `jobs` > 1; results in input order."""
+    if jobs <= 0:
+        raise ConfigError(f"--jobs must be positive, got {jobs}")
+    results: list[VariantRun | None] = [None] * len(variants)
+    if jobs == 1 or len(variants) <= 1:
+        for i, pins in enumerate(variants):
+            results[i] = evaluator.evaluate(pins)
+            if progress:
+                progress(1)
+        return results  # type: ignore[return-value]
+    with _Pool(evaluator, jobs, executor) as (pool, call):
+        futures = {pool.submit(call, pins): i for i, pins in enumerate(variants)}
+        try:
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()  # re-raises a worker's PtqError
+                if progress:
+                    progress(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return results  # type: ignore[return-value]
+
+
+class _Pool:
+    """(executor, callable) for one parallel map; workers hold their own evaluator."""
+
+    def __init__(self, evaluator: Evaluator, jobs: int, kind: ExecutorKind) -> None:
+        self.evaluator, self.jobs, self.kind = evaluator, jobs, ExecutorKind(kind)
+
+    def __enter__(self) -> tuple[Executor, Callable[[tuple[Pin, ...]], VariantRun]]:
+        if self.kind is ExecutorKind.THREAD:
+            self.pool: Executor = ThreadPoolExecutor(self.jobs, thread_name_prefix="ptq-variant")
+            return self.pool, self.evaluator.evaluate
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init_worker, initargs=(self.evaluator.state(),))
+        return self.pool, _worker_evaluate
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER: Evaluator | None = None
+
+
+def _init_worker(state: tuple) -> None:
+    global _WORKER
+    model_bytes, *rest = state
+    _WORKER = Evaluator(onnx.load_from_string(model_bytes), *rest)
+
+
+def _worker_evaluate(pins: tuple[Pin, ...]) -> VariantRun:
+    if _WORKER is None:
+        raise RuntimeError("worker not initialised")
+    return _WORKER.evaluate(pins)

@@ -1,0 +1,143 @@
+"""The streaming statistics pass, on the real digits CNN in real ONNX Runtime.
+
+Statistics are checked against an independent run: plain onnxruntime over an augmented copy of
+the model built here, fed by the zoo's own PNG reader, with min/max/histograms computed in numpy.
+"""
+from __future__ import annotations
+
+import logging
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from ptq.collect import Statistics, auto_batch_size, collect_statistics
+from ptq.datasets import IterableData
+from ptq.errors import CalibrationError
+from ptq.graph.model import Activation, TensorInfo, activations, graph_inputs, load_model
+from ptq.histogram import MAX_GROWTH
+from zoo import DIGITS_NODES, digits_arrays, read_image_folder
+
+
+@pytest.fixture(scope="module")
+def digits(digits_model_path: Path) -> onnx.ModelProto:
+    return load_model(digits_model_path)
+
+
+@pytest.fixture(scope="module")
+def calib_arrays(digits_calib_images: Path) -> np.ndarray:
+    return read_image_folder(digits_calib_images)[0]
+
+
+@pytest.fixture(scope="module")
+def stats(digits: onnx.ModelProto, calib_arrays: np.ndarray) -> Statistics:
+    seen = []
+    source = IterableData([calib_arrays], graph_inputs(digits))
+    result = collect_statistics(digits, source.batches(32), progress=seen.append)
+    assert seen == [32] * 6 + [8]
+    return result
+
+
+def independent_outputs(model_path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every node output of the digits CNN, from plain ORT with optimizations off."""
+    model = onnx.load(str(model_path))
+    names = [out for node in model.graph.node for out in node.output]
+    for name in names:
+        if name not in {o.name for o in model.graph.output}:
+            model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return {"image": x, **dict(zip(names, session.run(names, {"image": x})))}
+
+
+def test_statistics_match_an_independent_run(stats: Statistics, digits_model_path: Path,
+                                             calib_arrays: np.ndarray) -> None:
+    ref = independent_outputs(digits_model_path, calib_arrays)
+    assert list(stats.tensors) == ["image", *[n for n in DIGITS_NODES if n != "fc"], "logits"]
+    assert stats.num_samples == 200
+    for name, st in stats.tensors.items():
+        x = ref[name]
+        assert st.count == x.size and st.sample_shape == x.shape[1:], name
+        assert st.min == pytest.approx(float(x.min()), rel=1e-5, abs=1e-6), name
+        assert st.max == pytest.approx(float(x.max()), rel=1e-5, abs=1e-6), name
+        h = st.histogram
+        idx = np.minimum(np.floor(np.abs(x.astype(np.float64)) / h.bin_width), len(h.counts) - 1)
+        expected = np.bincount(idx.astype(np.int64).ravel(), minlength=len(h.counts))
+        # ORT's fused kernels and float32 indexing may move a value across a bin edge: <= 0.1%.
+        assert h.total == x.size and np.abs(h.counts - expected).sum() <= 1e-3 * x.size, name
+        assert h.counts[-1] > 0, name  # the running max sits in the last bin
+
+
+def test_only_accumulators_are_kept(stats: Statistics) -> None:
+    """Memory cannot grow with the images: no state holds more than one histogram per tensor."""
+    for st in stats.tensors.values():
+        for value in vars(st).values():
+            assert not isinstance(value, np.ndarray)
+        assert set(vars(st.histogram)) == {"num_bins", "bin_width", "counts", "pending_zeros"}
+        assert st.histogram.counts.dtype == np.int64
+        assert len(st.histogram.counts) <= MAX_GROWTH * st.histogram.num_bins
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_images(digits: onnx.ModelProto) -> None:
+    x, _ = digits_arrays("calib")
+
+    def peak(batches: int) -> int:
+        def reader():
+            for i in range(batches):
+                yield x[(i * 20) % 300:(i * 20) % 300 + 20].copy()
+        tracemalloc.start()
+        try:
+            stats = collect_statistics(digits, IterableData(reader(), graph_inputs(digits)).batches(20))
+            assert stats.num_samples == 20 * batches
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one, four = peak(15), peak(60)  # 300 vs 1,200 images; keeping activations would be 4x
+    assert four < 1.3 * one, (one, four)
+
+
+def test_nan_activation_names_the_tensor(bad_models: dict[str, Path]) -> None:
+    model = load_model(bad_models["nan_model"])
+    x = np.random.default_rng(0).random((4, 3, 16, 16), np.float32)
+    with pytest.raises(CalibrationError) as err:
+        collect_statistics(model, IterableData([x], graph_inputs(model)).batches(4))
+    assert "tensor 'bad'" in str(err.value) and "NaN" in str(err.value) and "(Log)" in str(err.value)
+
+
+def test_inf_activation_names_the_tensor() -> None:
+    node = helper.make_node("Div", ["x", "zero"], ["blowup"], name="div")
+    graph = helper.make_graph([node, helper.make_node("Relu", ["blowup"], ["y"], name="relu")], "inf",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(CalibrationError, match="tensor 'blowup' from node 'div' \\(Div\\) contains Inf"):
+        collect_statistics(model, IterableData([np.ones((2, 4), np.float32)], graph_inputs(model)).batches(2))
+
+
+def test_fixed_batch_drops_a_partial_batch_with_a_warning(bad_models, caplog) -> None:
+    model = load_model(bad_models["static_batch"])
+    x = digits_arrays("calib")[0][:10]
+    with caplog.at_level(logging.WARNING):
+        stats = collect_statistics(model, IterableData([x], graph_inputs(model)).batches(4), fixed_batch=4)
+    assert stats.num_samples == 8
+    assert "dropping a final partial batch of 2" in caplog.text
+
+
+def test_auto_batch_size(digits: onnx.ModelProto, caplog) -> None:
+    acts = activations(digits)
+    assert auto_batch_size(acts, None, 5) == 5
+    assert auto_batch_size(acts, None, None) == 32  # ~100 KB per sample: the cap of 32 applies
+    with caplog.at_level(logging.WARNING):
+        assert auto_batch_size(acts, 4, 16) == 4
+    assert "fixed batch of 4" in caplog.text
+    dynamic = [Activation("t", "n", "Conv", TensorInfo("t", TensorProto.FLOAT, ("N", 8, "H", "W")))]
+    assert auto_batch_size(dynamic, None, None) == 8  # per-sample size unknown
+    big = [Activation("t", "n", "Conv", TensorInfo("t", TensorProto.FLOAT, ("N", 64, 512, 512)))]
+    assert auto_batch_size(big, None, None) == 2  # 64 MB per sample, 128 MB budget
