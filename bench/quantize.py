@@ -54,7 +54,7 @@ def ort_quantize(model: Path, out: Path, images, method_name: str) -> None:
 
 def print_per_call(proto, model_path: Path, table, fp32_s: float, repeat: int) -> None:
     """What one sensitivity variant costs: quantize() on the in-memory model, several pin sets."""
-    from ptq.quantize import Pin, quantizable_nodes, quantize
+    from ptq.quantization import Pin, quantizable_nodes, quantize
 
     nodes = quantizable_nodes(proto)
     per_call = {
@@ -81,14 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's preprocessing advice
-    from ptq.calibrate import (CalibrateConfig, PreprocessOptions, calibrate, open_model_data,
+    from ptq.calibration import (CalibrateConfig, PreprocessOptions, calibrate, open_model_data,
                                write_outputs)
     from ptq.calibrators import Method
     from ptq.datasets.samples import write_sample_photos
     from ptq.evaluate import run_model
     from ptq.graph.model import load_model
     from ptq.models.efficientnet_lite import save_efficientnet_lite0
-    from ptq.quantize import QuantizeConfig, measure_accuracy, quantize, save_model
+    from ptq.evaluate import measure_accuracy
+    from ptq.quantization import QuantizeConfig, quantize, save_model
 
     outdir = args.outdir or Path(tempfile.mkdtemp(prefix="ptq-bench-quantize-"))
     outdir.mkdir(parents=True, exist_ok=True)

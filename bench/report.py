@@ -30,11 +30,11 @@ GOAL_S = 10.0
 
 
 def build_artifacts(outdir: Path, with_sensitivity: bool) -> dict[str, Path | float | None]:
-    from ptq.calibrate import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
+    from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
     from ptq.calibrators import Method
     from ptq.datasets.samples import write_sample_photos
     from ptq.models.efficientnet_lite import save_efficientnet_lite0
-    from ptq.quantize import quantize, save_model
+    from ptq.quantization import quantize, save_model
 
     model = save_efficientnet_lite0(outdir / "efficientnet_lite0.onnx")
     photos = outdir / "photos"

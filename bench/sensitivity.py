@@ -5,7 +5,7 @@ in ONNX Runtime (session creation and inference timed apart), at the level the
 reference uses ("all") and at the level the variants use ("disable": exact ONNX Q/DQ
 semantics; see README). Then, per leave-one-out variant:
 
-    build    ptq.quantize with the pin (graph edit + full onnx.checker)
+    build    ptq.quantization with the pin (graph edit + full onnx.checker)
     session  ONNX Runtime session creation
     infer    inference over the images + nothing else
     score    metrics against the reference
@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 def prepare(outdir: Path) -> tuple[Path, Path, Path]:
-    from ptq.calibrate import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
+    from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
     from ptq.datasets.samples import write_sample_photos
     from ptq.models.efficientnet_lite import save_efficientnet_lite0
 
@@ -57,7 +57,7 @@ def fp32_eval(model, batches, optimization: str) -> tuple[float, float]:
 
 def per_variant(analysis, repeat: int, count: int) -> dict[str, float]:
     """Minimum over rounds of each part of a variant's cost, and FP32 anchors interleaved."""
-    from ptq.quantize import Pin, Precision
+    from ptq.quantization import Pin, Precision
 
     nodes = analysis.targets[:: max(1, len(analysis.targets) // count)][:count]
     best: dict[str, float] = {}
@@ -96,7 +96,7 @@ def cpu_seconds(model, batches, optimization: str, repeat: int) -> float:
 def wall_per_variant(model: Path, photos: Path, ranges: Path, jobs: int, executor: str,
                      nodes: tuple[str, ...]) -> tuple[float, float]:
     """(wall seconds per variant of the ranking phase, total seconds) for a node subset."""
-    from ptq.calibrate import PreprocessOptions
+    from ptq.calibration import PreprocessOptions
     from ptq.sensitivity import SensitivityConfig, analyze
 
     config = SensitivityConfig(metrics=("cosine", "top1"), jobs=jobs, executor=executor,
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-total", action="store_true", help="skip the full 60-variant analysis")
     args = p.parse_args(argv)
     outdir = args.outdir or Path(tempfile.mkdtemp(prefix="ptq-bench-sens-"))
-    from ptq.calibrate import PreprocessOptions
+    from ptq.calibration import PreprocessOptions
     from ptq.sensitivity import Analysis, SensitivityConfig
 
     model, photos, ranges = prepare(outdir)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ptq.calibrate import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
+from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
 from ptq.calibrators import Method
 from ptq.table import CalibrationTable
 

@@ -13,7 +13,8 @@ import onnx
 
 from ptq.backends.ort import OrtRunner
 from ptq.datasets.base import Batch
-from ptq.metrics import Metric
+from ptq.errors import DataError
+from ptq.metrics import METRICS, Metric
 
 
 def run_model(model: str | Path | onnx.ModelProto, batches: Sequence[Batch], *,
@@ -48,3 +49,39 @@ def compare(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], metrics: Se
     if missing:
         raise ValueError(f"candidate lacks outputs {sorted(missing)}")
     return {m.name: m.score(ref, cand, labels) for m in metrics}
+
+
+def measure_accuracy(fp32_model: str | Path | onnx.ModelProto,
+                     quant_model: str | Path | onnx.ModelProto, batches: Iterable[Batch],
+                     providers: str = "auto", optimization: str = "disable",
+                     progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """cosine, max-abs and top-1 agreement of the quantized outputs against FP32 in ONNX
+    Runtime (+ top1-acc/top1-acc-fp32 with labels). Batches stream through both models at
+    once. Level "disable" keeps ORT from rewriting the QDQ graph, so the model runs as
+    TensorRT's arithmetic simulated in float (TENSORRT.md §5.1)."""
+    ref: dict[str, list[np.ndarray]] = {}
+    cand: dict[str, list[np.ndarray]] = {}
+    labels: list[np.ndarray] | None = []
+    with OrtRunner(fp32_model, providers=providers, optimization=optimization) as a, \
+            OrtRunner(quant_model, providers=providers, optimization=optimization) as b:
+        for batch in batches:
+            for store, runner in ((ref, a), (cand, b)):
+                for name, value in runner.infer(batch.feeds).items():
+                    store.setdefault(name, []).append(value)
+            if labels is not None:
+                labels = None if batch.labels is None else [*labels, batch.labels]
+            if progress:
+                progress(batch.size)
+    if not ref:
+        raise DataError("no evaluation samples", hint="check the --eval data")
+    r = {k: np.concatenate(v) for k, v in ref.items()}
+    c = {k: np.concatenate(v) for k, v in cand.items()}
+    out = compare(r, c, [METRICS["cosine"], METRICS["max-abs"]])
+    classes = [n for n, v in r.items() if v.ndim >= 2 and v.shape[1] > 1]
+    if classes:
+        out["top1"] = METRICS["top1"].score(r, c, outputs=classes)
+        if labels:
+            truth = np.concatenate(labels)
+            out["top1-acc"] = METRICS["top1-acc"].score(r, c, truth, outputs=classes)
+            out["top1-acc-fp32"] = METRICS["top1-acc"].score(r, r, truth, outputs=classes)
+    return out

@@ -49,7 +49,7 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory, digits_model_path: Path
 def digits_ranges(tmp_path_factory: pytest.TempPathFactory, digits_model_path: Path,
                   digits_calib_images: Path) -> Path:
     """ranges.json of the digits CNN, all four algorithms, from the calib split."""
-    from ptq.calibrate import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
+    from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
     from ptq.calibrators import Method
 
     config = CalibrateConfig(algorithms=tuple(Method),
@@ -81,7 +81,7 @@ def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def effnet_ranges(tmp_path_factory: pytest.TempPathFactory, effnet_path: Path,
                   sample_photos: Path) -> Path:
     """ranges.json of EfficientNet-Lite0 on the real photos, all four algorithms."""
-    from ptq.calibrate import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
+    from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
     from ptq.calibrators import Method
 
     config = CalibrateConfig(algorithms=tuple(Method),

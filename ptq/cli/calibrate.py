@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 
 from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER, version_int
-from ptq.calibrate import CalibrateConfig, calibrate, disagreement, write_outputs
+from ptq.calibration import CalibrateConfig, calibrate, disagreement, write_outputs
 from ptq.calibrators import AlgorithmSettings, Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
                             positive, preprocess_options, progress_bar)
-from ptq.datasets import open_data  # noqa: F401  (keeps import errors at parse time)
 from ptq.errors import ConfigError
 
 DESCRIPTION = """\

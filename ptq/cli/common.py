@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 from contextlib import contextmanager
 
-from ptq.calibrate import PreprocessOptions
+from ptq.calibration import PreprocessOptions
 from ptq.datasets.preprocess import PRESETS
 from ptq.errors import ConfigError
 
@@ -93,7 +93,7 @@ def progress_bar(args: argparse.Namespace, total: int | None, desc: str,
     """A tqdm bar on stderr (hidden with -q or when stderr is not a terminal and -v is off).
 
     Yields a callable `update(n)`; it also has `set_total(n)` for library code that
-    learns the total only after opening the data (see ptq.calibrate)."""
+    learns the total only after opening the data (see ptq.calibration)."""
     from tqdm import tqdm
 
     disable = args.quiet > 0 or (not sys.stderr.isatty() and args.verbose == 0)

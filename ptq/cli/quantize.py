@@ -7,15 +7,17 @@ from pathlib import Path
 
 from ptq.atomic import write_text
 from ptq.cache import read_cache
-from ptq.calibrate import CalibrateConfig, PreprocessOptions, open_model_data
+from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
 from ptq.cli.common import (add_data_args, add_runtime_args, new_parser, positive,
                             preprocess_options, progress_bar)
 from ptq.datasets import fixed_batch
 from ptq.errors import ConfigError
 from ptq.graph.model import graph_inputs, load_model
 from ptq.graph.rules import DEFAULT_OP_TYPES
-from ptq.quantize import (Pin, Precision, QuantizeConfig, match_nodes, measure_accuracy,
-                          quantize_with_summary, save_model, trt_commands)
+from ptq.evaluate import measure_accuracy
+from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantize_with_summary,
+                              save_model)
+from ptq.trtexec import trt_commands
 from ptq.table import CalibrationTable
 
 DESCRIPTION = f"""\

@@ -109,7 +109,7 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace, outdir: Path):
-    from ptq.quantize import QuantizeConfig
+    from ptq.quantization import QuantizeConfig
     from ptq.sensitivity import AutoConfig, SensitivityConfig
     from ptq.sensitivity.cache import CACHE_DIRNAME
 

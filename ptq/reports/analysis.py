@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ptq.calibrate import disagreement
+from ptq.calibration import disagreement
 from ptq.reports.load import ReportInputs
 from ptq.table import TensorRange
 

@@ -128,7 +128,7 @@ def load_sensitivity(path: str | Path) -> Sensitivity:
 def load_quantized_model(path: str | Path) -> QuantizedModel:
     """Provenance from metadata_props and each layer's precision from the Q/DQ/Cast graph."""
     from ptq.graph.precisions import layer_precisions
-    from ptq.quantize import Pin
+    from ptq.quantization import Pin
 
     path = Path(path)
     proto = load_model(path, load_weights=False)

@@ -5,7 +5,7 @@ them) and returns a `Section` of finished HTML; plotting is delegated to `plots`
 """
 from __future__ import annotations
 
-from ptq.calibrate import disagreement
+from ptq.calibration import disagreement
 from ptq.reports import plots
 from ptq.reports.analysis import Highlight
 from ptq.reports.html import Cell, Section, cell, esc, image, note, num, pct, table

@@ -19,12 +19,12 @@ from typing import Any, Callable, Sequence
 
 import onnx
 
-from ptq.calibrate import CalibrateConfig, PreprocessOptions
+from ptq.calibration import CalibrateConfig, PreprocessOptions
 from ptq.errors import ConfigError
 from ptq.evaluate import run_model
 from ptq.graph.model import load_model, model_sha256
 from ptq.metrics import get_metric
-from ptq.quantize import Precision, QuantizeConfig, match_nodes, quantizable_nodes
+from ptq.quantization import Precision, QuantizeConfig, match_nodes, quantizable_nodes
 from ptq.sensitivity.cache import ReferenceCache, reference_key
 from ptq.sensitivity.inputs import EvalData, Ranges, load_eval_data, load_ranges, require_labels
 from ptq.sensitivity.record import AutoResult, LayerResult, SensitivityResult
@@ -108,7 +108,7 @@ class Analysis:
         self._prepare_reference()
         self.evaluator = Evaluator(self.model, self.ranges.value, config.quantize,
                                    self.eval.batches, self.reference, self.scorers,
-                                   self.eval.meta, self.engine)
+                                   self.eval.meta, self.engine, self.sha256)
         t0 = time.perf_counter()
         self.baseline = self.evaluator.evaluate(())
         self.timing["baseline_s"] = time.perf_counter() - t0

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from ptq.cache import CalibrationCache, read_cache
-from ptq.calibrate import CalibrateConfig, calibrate, open_model_data
+from ptq.calibration import CalibrateConfig, calibrate, open_model_data
 from ptq.calibrators import Method
 from ptq.datasets.base import Batch, fixed_batch
 from ptq.errors import ConfigError, DataError
@@ -84,7 +84,7 @@ def require_labels(meta: EvalMeta, needed_by: list[str], data: Any) -> None:
 
 @dataclass(frozen=True)
 class Ranges:
-    """The ranges handed to ptq.quantize, and where they came from."""
+    """The ranges handed to ptq.quantization, and where they came from."""
 
     value: CalibrationTable | CalibrationCache | dict[str, float]
     path: str | None

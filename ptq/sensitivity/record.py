@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ptq.atomic import write_json
 from ptq.errors import PtqError
-from ptq.quantize import Pin
+from ptq.quantization import Pin
 
 FORMAT = "ptq.sensitivity/1"
 STOP_REASONS = ("target", "max-pins", "time-budget", "exhausted")

@@ -5,7 +5,7 @@
     quantize-one   all FP32 except the node in INT8:
                    "how much does INT8 on this node alone hurt?"
 
-Both are expressed as `Pin`s handed to `ptq.quantize`, so a variant is built by
+Both are expressed as `Pin`s handed to `ptq.quantization`, so a variant is built by
 exactly the code that builds the deployed model. The greedy fallback is a
 policy object (`propose()` / `update(metrics)`), separate from evaluation:
 
@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Callable, Sequence
 
 from ptq.errors import ConfigError
-from ptq.quantize import Pin, Precision
+from ptq.quantization import Pin, Precision
 from ptq.sensitivity.record import AutoStep, LayerResult
 from ptq.sensitivity.scoring import Scorer, Target, gain
 

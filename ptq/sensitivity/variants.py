@@ -1,6 +1,6 @@
 """Build, run and score variants: the Evaluator, the engine spec and the parallel map.
 
-    pins --ptq.quantize--> ONNX --engine (ORT session | TensorRT engine)--> outputs
+    pins --ptq.quantization--> ONNX --engine (ORT session | TensorRT engine)--> outputs
          --scorers vs the FP32 reference--> metrics
 
 `--jobs N` evaluates N variants at once. Threads are the default: ONNX Runtime
@@ -26,7 +26,7 @@ from ptq.backends.ort import OrtRunner, default_threads
 from ptq.datasets.base import Batch
 from ptq.errors import ConfigError
 from ptq.evaluate import run_batches
-from ptq.quantize import Pin, QuantizeConfig, quantize
+from ptq.quantization import Pin, QuantizeConfig, quantize
 from ptq.sensitivity.hooks import EvalMeta
 from ptq.sensitivity.scoring import Scorer, score_all
 
@@ -84,8 +84,10 @@ class Evaluator:
 
     def __init__(self, model: onnx.ModelProto, ranges: Any, qconfig: QuantizeConfig,
                  batches: Sequence[Batch], reference: dict[str, np.ndarray],
-                 scorers: Sequence[Scorer], meta: EvalMeta, engine: EngineSpec) -> None:
+                 scorers: Sequence[Scorer], meta: EvalMeta, engine: EngineSpec,
+                 source_sha256: str | None = None) -> None:
         self.model, self.ranges, self.qconfig = model, ranges, qconfig
+        self.source_sha256 = source_sha256  # of the model file: recorded in every variant
         self.batches, self.reference, self.scorers, self.meta = batches, reference, scorers, meta
         self.engine = engine
         self._factory = engine.factory()
@@ -93,10 +95,11 @@ class Evaluator:
     def with_engine(self, engine: EngineSpec) -> Evaluator:
         """The same prepared state, run by another engine (e.g. fewer threads per session)."""
         return Evaluator(self.model, self.ranges, self.qconfig, self.batches, self.reference,
-                         self.scorers, self.meta, engine)
+                         self.scorers, self.meta, engine, self.source_sha256)
 
     def build(self, pins: Sequence[Pin] = ()) -> onnx.ModelProto:
-        return quantize(self.model, self.ranges, pins=tuple(pins), config=self.qconfig)
+        return quantize(self.model, self.ranges, pins=tuple(pins), config=self.qconfig,
+                        source_sha256=self.source_sha256)
 
     def evaluate(self, pins: Sequence[Pin] = ()) -> VariantRun:
         t0 = time.perf_counter()
@@ -112,7 +115,7 @@ class Evaluator:
     def state(self) -> tuple:
         """What a worker process needs to rebuild this evaluator."""
         return (self.model.SerializeToString(), self.ranges, self.qconfig, list(self.batches),
-                self.reference, list(self.scorers), self.meta, self.engine)
+                self.reference, list(self.scorers), self.meta, self.engine, self.source_sha256)
 
 
 def threads_per_job(jobs: int) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptq.calibrate import CalibrateConfig, calibrate
+from ptq.calibration import CalibrateConfig, calibrate
 from ptq.calibrators import Method
 from ptq.datasets import from_dataloader
 from ptq.datasets.torch_adapter import to_numpy
@@ -66,7 +66,7 @@ def test_calibrating_from_a_dataloader_equals_calibrating_from_npz(digits_model_
 
 
 def test_importing_ptq_does_not_import_torch() -> None:
-    code = ("import sys, ptq.calibrate, ptq.datasets, ptq.cli.calibrate; "
+    code = ("import sys, ptq.calibration, ptq.datasets, ptq.cli.calibrate; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -13,7 +13,7 @@ from ptq.errors import ConfigError
 from ptq.graph.cast import FP16_MAX, pin_fp16
 from ptq.graph.model import infer_types
 from ptq.graph.precisions import Precision, layer_precisions
-from ptq.quantize import QuantizeConfig, quantize, quantize_with_summary
+from ptq.quantization import QuantizeConfig, quantize, quantize_with_summary
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:

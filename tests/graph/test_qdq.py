@@ -18,7 +18,7 @@ from ptq.calibrators import AMAX_FLOOR
 from ptq.graph.edit import add_outputs
 from ptq.graph.model import activations, load_model
 from ptq.graph.qdq import opset_of
-from ptq.quantize import QuantizeConfig, quantize
+from ptq.quantization import QuantizeConfig, quantize
 from ptq.table import CalibrationTable
 
 

@@ -1,7 +1,7 @@
 """Artifacts the report tests read, each produced once per session by the real ptq steps.
 
 digits (fast): ranges.json (session fixture `digits_ranges`), a QDQ model with one FP32 and
-one FP16 pin (`ptq.quantize`), a sensitivity run with labels and an auto fallback
+one FP16 pin (`ptq.quantization`), a sensitivity run with labels and an auto fallback
 (`ptq.sensitivity`, skipped with a reason when that package cannot be imported), and
 ranges.json of a re-exported copy of the same network (same node names, different bytes)
 for the mismatch tests.
@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from ptq.calibrate import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
+from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
 
 DIGITS_PRE = PreprocessOptions(preset="raw", mean=(0.0,), std=(255.0,))
 FP32_PIN_REASON = "kept FP32 for the report test: stem conv"
@@ -24,7 +24,7 @@ FP16_PIN_REASON = "FP16 island for the report test"
 def digits_qdq(tmp_path_factory: pytest.TempPathFactory, digits_model_path: Path,
                digits_ranges: Path) -> Path:
     """The digits CNN quantized with entropy ranges; conv1 pinned FP32, conv3 pinned FP16."""
-    quantize = pytest.importorskip("ptq.quantize", reason="ptq.quantize (issue 3) not importable")
+    quantize = pytest.importorskip("ptq.quantization", reason="ptq.quantization (issue 3) not importable")
     model = quantize.quantize(digits_model_path, digits_ranges, pins=[
         quantize.Pin("conv1", quantize.Precision.FP32, FP32_PIN_REASON),
         quantize.Pin("conv3", quantize.Precision.FP16, FP16_PIN_REASON)])

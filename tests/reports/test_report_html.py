@@ -178,7 +178,7 @@ def _weird_model(path: Path) -> Path:
 
 
 def test_names_from_the_model_are_escaped(tmp_path: Path) -> None:
-    from ptq.calibrate import CalibrateConfig, calibrate, write_outputs
+    from ptq.calibration import CalibrateConfig, calibrate, write_outputs
     from ptq.calibrators import Method
 
     model = _weird_model(tmp_path / "weird.onnx")

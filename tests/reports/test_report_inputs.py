@@ -17,7 +17,7 @@ from zoo import build_two_input_model
 @pytest.fixture(scope="module")
 def two_input_ranges(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ranges.json of another model altogether (different node names)."""
-    from ptq.calibrate import CalibrateConfig, calibrate, write_outputs
+    from ptq.calibration import CalibrateConfig, calibrate, write_outputs
 
     tmp = tmp_path_factory.mktemp("two_input")
     onnx.save_model(build_two_input_model(seed=0), tmp / "two.onnx")
@@ -108,7 +108,7 @@ def test_moved_fp32_model_falls_back_to_output_tensors(tmp_path: Path, digits_mo
     """The real situation: calibrate and measure, then move the FP32 model away."""
     sens_mod = pytest.importorskip("ptq.sensitivity", reason="ptq.sensitivity not importable")
     from conftest import DIGITS_PRE
-    from ptq.calibrate import CalibrateConfig, calibrate, write_outputs
+    from ptq.calibration import CalibrateConfig, calibrate, write_outputs
 
     model = Path(shutil.copy(digits_model_path, tmp_path / "digits.onnx"))
     ranges = write_outputs(calibrate(model, digits_calib_images, CalibrateConfig(preprocess=DIGITS_PRE)),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptq.calibrate import CalibrateConfig, PreprocessOptions, open_model_data
+from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
 from ptq.evaluate import run_model
 from ptq.graph.model import load_model
 from ptq.metrics import cosine

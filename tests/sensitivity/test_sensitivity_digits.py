@@ -5,7 +5,7 @@ Two situations, both real:
   (~0.9976); one conv (conv2) carries most of that loss.
 - the same ranges with one activation's range cut to 20% (relu2, input of conv3): a
   calibration fault that costs ~40 points of accuracy. The analysis must find conv3.
-Every claimed improvement is re-measured independently with ptq.quantize + ptq.evaluate.
+Every claimed improvement is re-measured independently with ptq.quantization + ptq.evaluate.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import json
 import onnx
 import pytest
 
-from ptq.calibrate import PreprocessOptions
-from ptq.quantize import Pin, Precision, quantize
+from ptq.calibration import PreprocessOptions
+from ptq.quantization import Pin, Precision, quantize
 from ptq.sensitivity import (AutoConfig, SensitivityConfig, SensitivityResult, analyze,
                              write_outputs)
 from ptq.table import CalibrationTable

@@ -2,14 +2,14 @@
 
 Six layers are analysed (both modes) to keep the test near 20 s: the stem, block 0 (its
 depthwise conv is the classic INT8-fragile layer of MobileNet-style nets), the last two
-projections and the classifier. Improvements are re-measured with ptq.quantize + ORT."""
+projections and the classifier. Improvements are re-measured with ptq.quantization + ORT."""
 from __future__ import annotations
 
 import onnx
 import pytest
 
-from ptq.calibrate import PreprocessOptions
-from ptq.quantize import Pin, Precision, quantize
+from ptq.calibration import PreprocessOptions
+from ptq.quantization import Pin, Precision, quantize
 from ptq.sensitivity import AutoConfig, SensitivityConfig, analyze
 from ptq.table import CalibrationTable
 from sens_helpers import batches_of, cosine_vs_fp32

@@ -7,7 +7,7 @@ import pytest
 
 from ptq.errors import ConfigError, PtqError
 from ptq.evaluate import run_model
-from ptq.quantize import quantize
+from ptq.quantization import quantize
 from ptq.sensitivity import SensitivityConfig, analyze, load_hook, mean_average_precision
 from ptq.sensitivity.detection import as_detections, ground_truth_from_labels
 from ptq.sensitivity.scoring import parse_target, resolve_scorer

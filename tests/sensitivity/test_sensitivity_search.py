@@ -6,7 +6,7 @@ tests run it on real models."""
 from __future__ import annotations
 
 from ptq.metrics import get_metric
-from ptq.quantize import Precision
+from ptq.quantization import Precision
 from ptq.sensitivity import GreedyFallback, LayerResult, Mode, parse_target
 from ptq.sensitivity.scoring import BuiltinScorer
 from ptq.sensitivity.search import VARIANTS

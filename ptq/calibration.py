@@ -1,4 +1,4 @@
-"""`ptq.calibrate`: model + data -> CalibrationTable, and the files it is saved as.
+"""`ptq.calibration`: model + data -> CalibrationTable, and the files it is saved as.
 
     load model -> open data (images/npz/iterable) -> one streaming statistics pass
     -> every requested algorithm on the same statistics -> CalibrationTable

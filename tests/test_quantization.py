@@ -1,4 +1,4 @@
-"""`ptq.quantize` API: pins and patterns, ranges sources, metadata, bad input, accuracy.
+"""`ptq.quantization` API: pins and patterns, ranges sources, metadata, bad input, accuracy.
 
 The accuracy tests run real models on real images in ONNX Runtime with graph optimizations
 off ("disable"): ORT's QDQ rewrites at higher levels change the numerics of QDQ models
@@ -16,12 +16,14 @@ import onnx
 import pytest
 
 from ptq.cache import read_cache, write_cache
-from ptq.calibrate import PreprocessOptions
-from ptq.calibrate import open_model_data, CalibrateConfig
+from ptq.calibration import PreprocessOptions
+from ptq.calibration import open_model_data, CalibrateConfig
 from ptq.errors import CalibrationError, ConfigError, ModelLoadError, PtqError
 from ptq.graph.model import load_model, model_sha256
-from ptq.quantize import (Pin, Precision, QuantizeConfig, match_nodes, measure_accuracy,
-                          quantizable_nodes, quantize, quantize_with_summary, trt_commands)
+from ptq.evaluate import measure_accuracy
+from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantizable_nodes,
+                              quantize, quantize_with_summary)
+from ptq.trtexec import trt_commands
 from ptq.table import CalibrationTable
 
 DIGITS_PRE = PreprocessOptions(preset="raw", mean=(0.0,), std=(255.0,))
@@ -147,7 +149,7 @@ def test_ranges_from_another_model_list_missing_tensors(digits_model_path: Path,
 
 def test_same_names_other_file_warns(bad_models: dict[str, Path], digits_table, caplog) -> None:
     # static_batch is the digits CNN with a fixed batch: same tensor names, different file
-    with caplog.at_level(logging.WARNING, logger="ptq.quantize"):
+    with caplog.at_level(logging.WARNING, logger="ptq.quantization"):
         model = quantize(bad_models["static_batch"], digits_table)
     assert "computed on another file" in caplog.text
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)

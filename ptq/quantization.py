@@ -1,4 +1,4 @@
-"""`ptq.quantize`: FP32 ONNX + calibration ranges -> explicitly quantized ONNX for TensorRT.
+"""`ptq.quantization`: FP32 ONNX + calibration ranges -> explicitly quantized ONNX for TensorRT.
 
     load/copy -> opset >= 13 -> pins (FP16/FP32, exclusions) -> plan Q/DQ from the rules
     -> every planned tensor has a range? -> insert Q/DQ -> FP16 Cast islands -> metadata
@@ -18,20 +18,17 @@ import json
 import logging
 import os
 import re
-import shlex
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
-import numpy as np
 import onnx
 
 from ptq.atomic import write_bytes
 from ptq.cache import CalibrationCache, read_cache
-from ptq.datasets.base import Batch
-from ptq.errors import ConfigError, DataError, ModelLoadError
+from ptq.errors import ConfigError, ModelLoadError
 from ptq.graph.cast import pin_fp16
 from ptq.graph.edit import copy_model, finalize
 from ptq.graph.model import infer_types, load_model, model_sha256, name_unnamed_nodes
@@ -44,8 +41,7 @@ from ptq.version import __version__
 log = logging.getLogger(__name__)
 
 __all__ = ["Pin", "Precision", "QuantizeConfig", "QuantizeResult", "QuantizeSummary",
-           "match_nodes", "measure_accuracy", "quantizable_nodes", "quantize",
-           "quantize_with_summary", "save_model", "trt_commands"]
+           "match_nodes", "quantizable_nodes", "quantize", "quantize_with_summary", "save_model"]
 
 
 @dataclass(frozen=True)
@@ -115,17 +111,24 @@ Pins = Iterable[Pin] | dict[str, Precision | str]
 
 
 def quantize(model: str | Path | onnx.ModelProto, ranges: Ranges, *, pins: Pins = (),
-             config: QuantizeConfig = QuantizeConfig()) -> onnx.ModelProto:
-    """The explicitly quantized model (the input model is never mutated)."""
-    return quantize_with_summary(model, ranges, pins=pins, config=config).model
+             config: QuantizeConfig = QuantizeConfig(),
+             source_sha256: str | None = None) -> onnx.ModelProto:
+    """The explicitly quantized model (the input model is never mutated).
+
+    `source_sha256` is the hash of the model FILE, recorded as ptq.source_sha256; give it
+    when passing a ModelProto loaded from a file (else the proto's serialization is hashed,
+    ~50 ms on every call, and may differ from the file's bytes)."""
+    return quantize_with_summary(model, ranges, pins=pins, config=config,
+                                 source_sha256=source_sha256).model
 
 
 def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *,
-                          pins: Pins = (), config: QuantizeConfig = QuantizeConfig()
-                          ) -> QuantizeResult:
+                          pins: Pins = (), config: QuantizeConfig = QuantizeConfig(),
+                          source_sha256: str | None = None) -> QuantizeResult:
     """`quantize` plus what it did: Q/DQ pairs, layer counts per precision, pins, notes."""
     start = time.perf_counter()
-    proto, sha = _source(model)
+    proto, sha = _source(model, hash_it=source_sha256 is None)
+    sha = source_sha256 or sha
     proto = ensure_opset(proto)
     rng = _ranges(ranges, config.algo)
     op_types, notes = _op_types(config)
@@ -326,67 +329,3 @@ def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
         os.replace(Path(tmp) / data, path.parent / data)
         os.replace(Path(tmp) / path.name, path)
     return path
-
-
-def trt_commands(model_path: str | Path, *, cache_path: str | Path | None = None,
-                 pins: Pins = (), fp32_model: str | Path | None = None) -> dict[str, str]:
-    """trtexec command lines: "trt11" builds the QDQ model (strongly typed, the only INT8 route
-    in TensorRT 11); "trt10" uses the calibration cache on the FP32 model (`--int8 --calib`,
-    pins as `--layerPrecisions`) when `cache_path` is given, else the QDQ model `--stronglyTyped`."""
-    model_path = Path(model_path)
-    pin_list = [Pin(n, p) for n, p in pins.items()] if isinstance(pins, dict) else list(pins)
-    engine = model_path.with_suffix(".plan")
-    no_tf32 = ["--noTF32"] if any(p.precision is Precision.FP32 for p in pin_list) else []
-    q = shlex.quote
-    trt11 = ["trtexec", f"--onnx={q(str(model_path))}", f"--saveEngine={q(str(engine))}", *no_tf32]
-    if cache_path is None:
-        trt10 = ["trtexec", f"--onnx={q(str(model_path))}", "--stronglyTyped",
-                 f"--saveEngine={q(str(engine.with_suffix('.trt10.plan')))}", *no_tf32]
-    else:
-        source = Path(fp32_model or model_path)
-        trt10 = ["trtexec", f"--onnx={q(str(source))}", "--int8", f"--calib={q(str(cache_path))}",
-                 f"--saveEngine={q(str(engine.with_suffix('.trt10.plan')))}"]
-        if pin_list:
-            spec = ",".join(f"{p.node}:{p.precision.value}" for p in pin_list)
-            trt10 += ["--fp16", "--precisionConstraints=obey", f"--layerPrecisions={q(spec)}"]
-    return {"trt11": " ".join(trt11), "trt10": " ".join(trt10)}
-
-
-def measure_accuracy(fp32_model: str | Path | onnx.ModelProto,
-                     quant_model: str | Path | onnx.ModelProto, batches: Iterable[Batch],
-                     providers: str = "auto", optimization: str = "disable",
-                     progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """cosine, max-abs and top-1 agreement of the quantized outputs against FP32 in ONNX
-    Runtime (+ top1-acc/top1-acc-fp32 with labels). Batches stream through both models at
-    once. Level "disable" keeps ORT from rewriting the QDQ graph, so the model runs as
-    TensorRT's arithmetic simulated in float (TENSORRT.md §5.1)."""
-    from ptq.backends.ort import OrtRunner
-    from ptq.evaluate import compare
-    from ptq.metrics import METRICS
-
-    ref: dict[str, list[np.ndarray]] = {}
-    cand: dict[str, list[np.ndarray]] = {}
-    labels: list[np.ndarray] | None = []
-    with OrtRunner(fp32_model, providers=providers, optimization=optimization) as a, \
-            OrtRunner(quant_model, providers=providers, optimization=optimization) as b:
-        for batch in batches:
-            for store, runner in ((ref, a), (cand, b)):
-                for name, value in runner.infer(batch.feeds).items():
-                    store.setdefault(name, []).append(value)
-            if labels is not None:
-                labels = None if batch.labels is None else [*labels, batch.labels]
-            if progress:
-                progress(batch.size)
-    if not ref:
-        raise DataError("no evaluation samples", hint="check the --eval data")
-    r = {k: np.concatenate(v) for k, v in ref.items()}
-    c = {k: np.concatenate(v) for k, v in cand.items()}
-    out = compare(r, c, [METRICS["cosine"], METRICS["max-abs"]])
-    classes = [n for n, v in r.items() if v.ndim >= 2 and v.shape[1] > 1]
-    if classes:
-        out["top1"] = METRICS["top1"].score(r, c, outputs=classes)
-        if labels:
-            truth = np.concatenate(labels)
-            out["top1-acc"] = METRICS["top1-acc"].score(r, c, truth, outputs=classes)
-            out["top1-acc-fp32"] = METRICS["top1-acc"].score(r, r, truth, outputs=classes)
-    return out

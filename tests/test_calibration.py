@@ -1,4 +1,4 @@
-"""`ptq.calibrate` end to end on real models: bad models, all-zero tensors, external data, static
+"""`ptq.calibration` end to end on real models: bad models, all-zero tensors, external data, static
 batches, multi-input npz, and caches that parse back to the table's ranges."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ptq.cache import read_cache
-from ptq.calibrate import CalibrateConfig, PreprocessOptions, calibrate, disagreement, write_outputs
+from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, disagreement, write_outputs
 from ptq.calibrators import AMAX_FLOOR, Method
 from ptq.errors import CalibrationError, DataError, ModelLoadError
 from ptq.table import CalibrationTable
