@@ -48,3 +48,53 @@ def step_calibrate(res: DemoResult, progress: Callable[[int], None] | None = Non
     config = CalibrateConfig(algorithms=tuple(Method), preprocess=PREPROCESS)
     res.table = calibrate(res.model, res.photos, config, progress=progress)
     res.artifacts.update(write_outputs(res.table, res.outdir))
+
+
+def step_quantize(res: DemoResult, progress: Callable[[int], None] | None = None) -> dict:
+    """Entropy QDQ model, its trtexec lines, and its agreement with FP32 on the photos."""
+    from ptq.atomic import write_text
+    from ptq.calibration import open_model_data
+    from ptq.evaluate import measure_accuracy
+    from ptq.graph.model import load_model
+    from ptq.quantization import QuantizeConfig, quantize_with_summary, save_model
+    from ptq.trtexec import trt_commands
+
+    out = res.outdir / MODEL_NAME.replace(".onnx", ".int8.onnx")
+    result = quantize_with_summary(res.model, res.table, config=QuantizeConfig(algo="entropy"))
+    save_model(result.model, out)
+    cmds = trt_commands(out, cache_path=res.outdir / "calib.entropy.cache", fp32_model=res.model)
+    res.artifacts["int8.onnx"] = out
+    res.artifacts["trtexec.txt"] = write_text(out.with_suffix(".trtexec.txt"),
+                                              "\n".join(cmds.values()) + "\n")
+    config = CalibrateConfig(preprocess=PREPROCESS)
+    source = open_model_data(res.model, load_model(res.model), res.photos, config)
+    return measure_accuracy(res.model, result.model, source.batches(8), progress=progress)
+
+
+def step_sensitivity(res: DemoResult, progress: Callable[[int], None] | None = None):
+    """Leave-one-out FP16 pins ranked by cosine, then a greedy fallback to cosine >= 0.985."""
+    from ptq.sensitivity import (Analysis, AutoConfig, SensitivityConfig, SensitivityRun,
+                                 write_outputs as write_sensitivity)
+
+    config = SensitivityConfig(metrics=("cosine", "top1", "max-abs"), preprocess=PREPROCESS,
+                               auto=AutoConfig(target="cosine>=0.985", max_pins=5),
+                               cache_dir=res.outdir / ".ptq-cache")
+    analysis = Analysis(res.model, res.photos, config, res.table)
+    layers = analysis.rank(progress)
+    auto, auto_model = analysis.auto(layers, None)
+    result, written = write_sensitivity(
+        SensitivityRun(analysis.result(layers, auto), auto_model, analysis.ranges), res.outdir)
+    res.artifacts.update(written)
+    return result
+
+
+def step_report(res: DemoResult) -> Path:
+    """The review page, showing the mixed-precision model the fallback produced (or all-INT8)."""
+    from ptq.reports import write_report
+
+    sens = res.artifacts.get("sensitivity.json")
+    model = next((p for n, p in res.artifacts.items() if n.endswith(".auto.onnx")),
+                 res.artifacts.get("int8.onnx"))
+    out = write_report(res.outdir / "report.html", res.artifacts["ranges.json"], sens, model)
+    res.artifacts["report.html"] = out.path
+    return out.path

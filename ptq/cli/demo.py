@@ -36,12 +36,29 @@ def run(args: argparse.Namespace) -> int:
 
         raise PtqError(f"the demo needs its extra packages ({exc})",
                        hint='pip install "ptq[demo]"') from None
-    say(f"[1/2] built {res.model} and wrote {len(list(res.photos.iterdir()))} photos to {res.photos}")
+    say(f"[1/5] built {res.model} and wrote {len(list(res.photos.iterdir()))} real photos "
+        f"to {res.photos}/")
     with progress_bar(args, None, "calibrating") as update:
         demo.step_calibrate(res, progress=update)
-    say(f"[2/2] calibrated {len(res.table.tensors)} tensors on {res.table.data['num_samples']} photos "
-        f"with {', '.join(res.table.methods)} -> {res.artifacts['ranges.json']}")
-    for note in res.notes:
-        say(f"  note: {note}")
+    say(f"[2/5] calibrate: {len(res.table.tensors)} tensors on {res.table.data['num_samples']} "
+        f"photos with {', '.join(res.table.methods)} -> ranges.json, calib.<algo>.cache")
+    with progress_bar(args, res.table.data["num_samples"], "evaluating") as update:
+        acc = demo.step_quantize(res, progress=update)
+    say(f"[3/5] quantize: {res.artifacts['int8.onnx'].name} (entropy Q/DQ); vs FP32 on the photos: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in acc.items()))
+    with progress_bar(args, None, "sensitivity", unit="variant") as update:
+        sens = demo.step_sensitivity(res, progress=update)
+    top = sens.ranking("leave-one-out")[:3]
+    say(f"[4/5] sensitivity: {len(sens.layers)} layers; most sensitive: "
+        + ", ".join(f"{r.node} (+{r.delta['cosine']:.3g} cosine)" for r in top))
+    if sens.auto is not None:
+        a = sens.auto
+        say(f"      fallback to {a.target}: {'met' if a.met else 'NOT met'} with "
+            f"{len(a.pins)} FP16 pin(s) ({', '.join(p.node for p in a.pins)}); "
+            + ", ".join(f"{k} {v:.4g}" for k, v in a.metrics.items()))
+    report = demo.step_report(res)
+    say(f"[5/5] report: {report}")
     say(f"done in {time.perf_counter() - start:.1f} s; artifacts in {res.outdir}/")
+    say(f"open {report} in a browser; TensorRT commands are in "
+        f"{res.artifacts['trtexec.txt'].name}")
     return 0

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ptq.atomic import write_bytes
 
 __all__ = ["SAMPLE_PHOTO_NAMES", "SKIMAGE_PHOTOS", "SKLEARN_PHOTOS", "write_sample_photos"]
 
@@ -89,15 +89,6 @@ def _encode(image: np.ndarray) -> tuple[bytes, str]:
     return buf.getvalue(), ".jpg"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_sample_photos(dest: str | Path) -> list[Path]:
@@ -122,7 +113,7 @@ def write_sample_photos(dest: str | Path) -> list[Path]:
             logger.warning("skipping sample photo %s: %s: %s", stem, type(exc).__name__, exc)
             continue
         path = dest / f"{stem}{suffix}"
-        _write_atomic(path, data)
+        write_bytes(path, data)
         written.append(path)
     logger.info("wrote %d sample photos to %s", len(written), dest)
     return written

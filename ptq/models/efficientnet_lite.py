@@ -20,14 +20,14 @@ center-crop 224, ``(pixel - 127) / 128``, NCHW.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from ptq.atomic import write_bytes
 
 __all__ = [
     "BN_EPSILON",
@@ -246,14 +246,4 @@ def save_efficientnet_lite0(path: str | Path, *, opset: int = 17) -> Path:
 
     A temp file in the same directory is renamed over ``path``, so readers never see half a file.
     """
-    path = Path(path)
-    data = build_efficientnet_lite0(opset=opset).SerializeToString()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, build_efficientnet_lite0(opset=opset).SerializeToString())
