@@ -45,8 +45,10 @@ class OrtRunner:
     """A lazily created `onnxruntime.InferenceSession` over a path or ModelProto."""
 
     def __init__(self, model: str | Path | onnx.ModelProto, *, providers: str | list[str] = "auto",
-                 optimization: str = "all", threads: int | None = None) -> None:
+                 optimization: str = "all", threads: int | None = None,
+                 session_config: dict[str, str] | None = None) -> None:
         self._model = model
+        self._session_config = dict(session_config or {})
         self._providers = resolve_providers(providers)
         self._optimization = OPT_LEVELS[optimization]
         self._threads = threads
@@ -58,6 +60,8 @@ class OrtRunner:
         opts.log_severity_level = 3
         if self._threads:
             opts.intra_op_num_threads = self._threads
+        for key, value in self._session_config.items():
+            opts.add_session_config_entry(key, value)
         source = self._model
         if isinstance(source, onnx.ModelProto):
             if source.ir_version != compatible_ir_version(source):
