@@ -13,6 +13,7 @@ import numpy as np
 
 START_BIN = 128
 _CHUNK = 64  # candidates per vectorised block: bounds temporaries to 64 x num_bins
+_TIE_RTOL = 1e-6
 
 
 def mse_errors(counts: np.ndarray, bin_width: float, *, start_bin: int = START_BIN,
@@ -24,12 +25,21 @@ def mse_errors(counts: np.ndarray, bin_width: float, *, start_bin: int = START_B
     amaxes = centers[cand_idx]
     max_bound = float(2 ** (num_bits - 1) - 1)
     errors = np.empty(len(amaxes))
-    nz = counts > 0
+    if len(amaxes) == 0:
+        return amaxes, errors
+    nz = counts > 0  # empty bins add exactly zero error: skip them in the sweep
     c, w = centers[nz], counts[nz]
     for s in range(0, len(amaxes), _CHUNK):
         a = amaxes[s:s + _CHUNK, None]
         q = np.clip(np.round(c * (max_bound / a)), -max_bound, max_bound) * (a / max_bound)
         errors[s:s + _CHUNK] = ((q - c) ** 2 * w).sum(axis=1) / len(centers)
+    # Near-ties are common (e.g. one populated bin): recompute those candidates with the
+    # published loop's exact arithmetic (mean over every bin) so they break the same way.
+    close = np.flatnonzero(errors <= errors.min() * (1 + _TIE_RTOL) + np.finfo(float).tiny)
+    for i in close:
+        q = np.clip(np.round(centers * max_bound / amaxes[i]), -max_bound, max_bound) \
+            * amaxes[i] / max_bound
+        errors[i] = np.mean((q - centers) ** 2 * counts)
     return amaxes, errors
 
 
