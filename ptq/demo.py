@@ -57,15 +57,16 @@ def step_quantize(res: DemoResult, progress: Callable[[int], None] | None = None
     from ptq.evaluate import measure_accuracy
     from ptq.graph.model import load_model
     from ptq.quantization import QuantizeConfig, quantize_with_summary, save_model
-    from ptq.trtexec import trt_commands
+    from ptq.trtexec import commands_text, trt_commands
 
     out = res.outdir / MODEL_NAME.replace(".onnx", ".int8.onnx")
     result = quantize_with_summary(res.model, res.table, config=QuantizeConfig(algo="entropy"))
     save_model(result.model, out)
-    cmds = trt_commands(out, cache_path=res.outdir / "calib.entropy.cache", fp32_model=res.model)
+    cache = res.outdir / "calib.entropy.cache"
+    cmds = trt_commands(out, cache_path=cache, fp32_model=res.model)
     res.artifacts["int8.onnx"] = out
     res.artifacts["trtexec.txt"] = write_text(out.with_suffix(".trtexec.txt"),
-                                              "\n".join(cmds.values()) + "\n")
+                                              commands_text(cmds, cache=cache))
     config = CalibrateConfig(preprocess=PREPROCESS)
     source = open_model_data(res.model, load_model(res.model), res.photos, config)
     return measure_accuracy(res.model, result.model, source.batches(8), progress=progress)

@@ -37,3 +37,10 @@ def trt_commands(model_path: str | Path, *, cache_path: str | Path | None = None
     return {"trt11": " ".join(trt11), "trt10": " ".join(trt10)}
 
 
+def commands_text(commands: dict[str, str], versions: tuple[str, ...] = ("trt11", "trt10"),
+                  cache: Path | None = None) -> str:
+    """The command lines with a comment saying which TensorRT each is for (<name>.trtexec.txt)."""
+    notes = {"trt11": "# TensorRT 11 (strongly typed: the Q/DQ and Cast nodes set every precision)",
+             "trt10": ("# TensorRT <= 10 with the calibration cache (implicit INT8 on the FP32 model)"
+                       if cache else "# TensorRT 10.x, the same QDQ model (strongly typed)")}
+    return "".join(f"{notes[v]}\n{commands[v]}\n" for v in versions)

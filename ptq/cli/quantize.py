@@ -17,7 +17,7 @@ from ptq.graph.rules import DEFAULT_OP_TYPES
 from ptq.evaluate import measure_accuracy
 from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantize_with_summary,
                               save_model)
-from ptq.trtexec import trt_commands
+from ptq.trtexec import commands_text, trt_commands
 from ptq.table import CalibrationTable
 
 DESCRIPTION = f"""\
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     cache = Path(args.cache) if args.cache else _cache_next_to(args.ranges, config.algo)
     commands = trt_commands(output, cache_path=cache, pins=result.summary.pins,
                             fp32_model=args.model)
-    text = _commands_text(commands, versions, cache)
+    text = commands_text(commands, versions, cache)
     save_model(result.model, output)
     txt = write_text(output.with_suffix(".trtexec.txt"), text)
     if args.quiet == 0:
@@ -172,13 +172,6 @@ def _cache_next_to(ranges: str | None, algo: str) -> Path | None:
         return None
     path = Path(ranges).parent / f"calib.{algo}.cache"
     return path if path.is_file() else None
-
-
-def _commands_text(commands: dict[str, str], versions: tuple[str, ...], cache: Path | None) -> str:
-    notes = {"trt11": "# TensorRT 11 (strongly typed: the Q/DQ and Cast nodes set every precision)",
-             "trt10": ("# TensorRT <= 10 with the calibration cache (implicit INT8 on the FP32 model)"
-                       if cache else "# TensorRT 10.x, the same QDQ model (strongly typed)")}
-    return "".join(f"{notes[v]}\n{commands[v]}\n" for v in versions)
 
 
 def _print_summary(summary, output: Path, txt: Path) -> None:
