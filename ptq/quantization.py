@@ -41,7 +41,8 @@ from ptq.version import __version__
 log = logging.getLogger(__name__)
 
 __all__ = ["Pin", "Precision", "QuantizeConfig", "QuantizeResult", "QuantizeSummary",
-           "match_nodes", "quantizable_nodes", "quantize", "quantize_with_summary", "save_model"]
+           "load_ranges_file", "match_nodes", "quantizable_nodes", "quantize",
+           "quantize_with_summary", "save_model"]
 
 
 @dataclass(frozen=True)
@@ -256,11 +257,16 @@ class _Ranges:
     sha256: str | None        # of the model they were calibrated on (tables only)
 
 
+def load_ranges_file(path: str | Path) -> CalibrationTable | CalibrationCache:
+    """ranges.json (or any ptq table) or a TensorRT calibration cache, told apart by content."""
+    return CalibrationTable.load(path) if _is_json(Path(path)) else read_cache(path)
+
+
 def _ranges(ranges: Ranges, algo: str) -> _Ranges:
     origin = None
     if isinstance(ranges, (str, Path)):
         origin = str(ranges)
-        ranges = CalibrationTable.load(ranges) if _is_json(Path(ranges)) else read_cache(ranges)
+        ranges = load_ranges_file(ranges)
     if isinstance(ranges, CalibrationTable):
         return _Ranges(ranges.amaxes(algo), algo, origin, ranges.model.get("sha256"))
     if isinstance(ranges, CalibrationCache):

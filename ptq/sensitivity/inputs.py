@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ptq.cache import CalibrationCache, read_cache
+from ptq.cache import CalibrationCache
 from ptq.calibration import CalibrateConfig, calibrate, open_model_data
 from ptq.calibrators import Method
 from ptq.datasets.base import Batch, fixed_batch
 from ptq.errors import ConfigError, DataError
 from ptq.graph.model import graph_inputs
+from ptq.quantization import load_ranges_file
 from ptq.sensitivity.hooks import EvalMeta
 from ptq.table import CalibrationTable
 
@@ -114,7 +115,7 @@ def load_ranges(ranges: Any, model_path: Path, model_sha256: str, data: Any, alg
         value, path = ranges, None
     elif isinstance(ranges, (str, Path)):
         path = str(ranges)
-        value = read_cache(ranges) if Path(ranges).suffix != ".json" else CalibrationTable.load(ranges)
+        value = load_ranges_file(ranges)
     else:
         raise ConfigError(f"ranges must be a path, CalibrationTable, CalibrationCache or "
                           f"{{tensor: amax}} dict, not {type(ranges).__name__}")
