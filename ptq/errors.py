@@ -9,6 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def exception_line(exc: BaseException, *, last: bool = False) -> str:
+    """One line of an exception's text for a one-line error (ONNX Runtime puts the
+    useful part last); the exception's type name when it has no text."""
+    lines = str(exc).strip().splitlines()
+    return (lines[-1] if last else lines[0]) if lines else type(exc).__name__
+
+
 class PtqError(Exception):
     """Bad input or a failed step that the user can fix."""
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ptq.errors import ConfigError, InternalError, PtqError
+from ptq.errors import ConfigError, InternalError, PtqError, exception_line
 from ptq.graph.edit import compatible_ir_version, copy_model, finalize, session_source
 from ptq.graph.model import TensorInfo
 
@@ -72,7 +72,7 @@ class OrtRunner:
         try:
             self._session = ort.InferenceSession(source, opts, providers=self._providers)
         except Exception as exc:
-            raise PtqError(f"ONNX Runtime cannot load the model: {_first_line(exc)}",
+            raise PtqError(f"ONNX Runtime cannot load the model: {exception_line(exc, last=True)}",
                            path=source if isinstance(source, str) else None,
                            hint="check that every op is supported by this onnxruntime "
                                 f"({ort.__version__}) or upgrade it") from None
@@ -103,7 +103,7 @@ class OrtRunner:
         try:
             values = self.session.run(names, feeds)
         except Exception as exc:
-            raise PtqError(f"inference failed: {_first_line(exc)}",
+            raise PtqError(f"inference failed: {exception_line(exc, last=True)}",
                            hint="check the input shapes and dtypes against the model") from None
         return dict(zip(names, values))
 
@@ -117,11 +117,6 @@ _ORT_TYPES = {"tensor(float)": onnx.TensorProto.FLOAT, "tensor(float16)": onnx.T
 def _meta(node_arg: ort.NodeArg) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) else (d or None) for d in node_arg.shape)
     return TensorInfo(node_arg.name, _ORT_TYPES.get(node_arg.type, onnx.TensorProto.UNDEFINED), shape)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
 
 
 def default_threads() -> int:

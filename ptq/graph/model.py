@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ptq.errors import ModelLoadError
+from ptq.errors import ModelLoadError, exception_line
 
 FLOAT_TYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
                TensorProto.DOUBLE: np.float64, TensorProto.BFLOAT16: np.float32}
@@ -61,7 +61,8 @@ def load_model(path: str | Path, *, load_weights: bool = True) -> onnx.ModelProt
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:  # OSError, or onnx's ValidationError for a missing file
-            raise ModelLoadError(f"external weight data could not be read ({_first_line(exc)})", path=path,
+            raise ModelLoadError(f"external weight data could not be read ({exception_line(exc)})",
+                                 path=path,
                                  hint="keep the model's external data files next to it "
                                       "(same relative location as when it was saved)") from None
     if not model.graph.node:
@@ -83,11 +84,6 @@ def name_unnamed_nodes(model: onnx.ModelProto) -> None:
                 name = f"{node.op_type}_{i}_{k}"
             node.name = name
             taken.add(name)
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _uses_external_data(model: onnx.ModelProto) -> bool:

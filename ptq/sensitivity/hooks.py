@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ptq.errors import ConfigError, PtqError
+from ptq.errors import ConfigError, PtqError, exception_line
 
 HOOK_SIGNATURE = "(outputs: dict[str, ndarray], meta: {'files': [...], 'labels': ndarray|None}) -> float"
 
@@ -60,7 +60,7 @@ def load_hook(spec: str) -> Callable[..., Any]:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raises while importing
         raise ConfigError(f"metric hook {spec!r} failed to import: {type(exc).__name__}: "
-                          f"{_first_line(exc)}",
+                          f"{exception_line(exc)}",
                           hint="install the module or run from the folder that holds it "
                                "(or add that folder to PYTHONPATH)") from None
     for part in attr.split("."):
@@ -110,7 +110,8 @@ class HookScorer:
         except PtqError:
             raise
         except Exception as exc:
-            raise PtqError(f"metric hook '{self.name}' raised {type(exc).__name__}: {_first_line(exc)}",
+            raise PtqError(f"metric hook '{self.name}' raised {type(exc).__name__}: "
+                           f"{exception_line(exc)}",
                            hint=f"fix the hook; it is called as {HOOK_SIGNATURE}") from exc
         return checked_score(self.name, value)
 
@@ -126,8 +127,3 @@ def checked_score(name: str, value: Any) -> float:
         raise PtqError(f"metric '{name}' returned {out}",
                        hint="return a finite float (sensitivity.json cannot hold NaN/Inf)")
     return out
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
