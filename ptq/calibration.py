@@ -14,7 +14,7 @@ from typing import Any, Callable
 import onnx
 
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
-from ptq.calibrators import AlgorithmSettings, Method, compute_amax
+from ptq.calibrators import DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax
 from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, DataError
@@ -42,7 +42,7 @@ class PreprocessOptions:
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    algorithms: tuple[Method, ...] = (Method.ENTROPY,)
+    algorithms: tuple[Method, ...] = (DEFAULT_METHOD,)
     num_bins: int = DEFAULT_NUM_BINS
     settings: AlgorithmSettings = AlgorithmSettings()
     batch_size: int | None = None   # None: fit ~128 MB of activations per batch (collect.py)

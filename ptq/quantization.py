@@ -28,6 +28,7 @@ import onnx
 
 from ptq.atomic import write_bytes
 from ptq.cache import CalibrationCache, read_cache
+from ptq.calibrators import DEFAULT_METHOD
 from ptq.errors import ConfigError, ModelLoadError
 from ptq.graph.cast import pin_fp16
 from ptq.graph.edit import copy_model, finalize
@@ -72,7 +73,7 @@ class Pin:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    algo: str = "entropy"                    # which amax of the table to use
+    algo: str = DEFAULT_METHOD.value         # which amax of the table to use
     op_types: tuple[str, ...] | None = None  # None = the registry default set
     per_channel_weights: bool = True
     exclude: tuple[str, ...] = ()            # patterns kept FP32 with no Q/DQ (--fp32/--exclude)

@@ -10,6 +10,7 @@ from ptq.calibrators.algorithms import (
     ALGORITHMS,
     AMAX_FLOOR,
     AlgorithmSettings,
+    DEFAULT_METHOD,
     Method,
     compute_amax,
 )
@@ -18,6 +19,6 @@ from ptq.calibrators.mse import mse_amax
 from ptq.calibrators.percentile import percentile_amax
 
 __all__ = [
-    "ALGORITHMS", "AMAX_FLOOR", "AlgorithmSettings", "Method", "compute_amax",
+    "ALGORITHMS", "AMAX_FLOOR", "AlgorithmSettings", "DEFAULT_METHOD", "Method", "compute_amax",
     "entropy_amax", "entropy_divergences", "mse_amax", "percentile_amax",
 ]

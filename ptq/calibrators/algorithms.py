@@ -38,6 +38,11 @@ class Method(str, enum.Enum):
             raise ValueError(f"unknown calibration algorithm {name!r}; choose from {valid}") from None
 
 
+# The one place the default lives: `ptq calibrate`, `ptq quantize`, the Python API and the
+# demo all read it.
+DEFAULT_METHOD = Method.ENTROPY
+
+
 @dataclass(frozen=True)
 class AlgorithmSettings:
     """Parameters of the histogram algorithms (defaults as published)."""
