@@ -1,17 +1,20 @@
-"""A mergeable histogram of |x|, grown the way TensorRT and pytorch-quantization grow it.
+"""A mergeable histogram of |x| on a power-of-two grid, independent of batch size and order.
 
-The first non-zero batch fixes the bin width (`max|x| / num_bins`); a later batch
-with a larger max keeps that width and appends bins, so counts from different
-batches always add bin for bin and memory never depends on the number of images.
+The range of the bins is the smallest power of two strictly above max|x| seen so far,
+split into `num_bins` bins of width w = 2^k / num_bins. When a later batch goes past the
+top, adjacent bins are summed pairwise (the range and the width double) until it fits:
 
-    edges:  0      w      2w     ...    (n-1)w   n*w
-            |------|------|-- ... --|--------|
-    bin:       0      1                 n-1        a value v lands in floor(v / w),
-                                                   v == n*w lands in the last bin
+    before:  |  0  |  1  |  2  |  3  | ... | n-2 | n-1 |          width w, top n*w
+    after:   |   0+1     |   2+3     | ... |  n-2+n-1  | 0 | ... | 0 |   width 2w, top 2n*w
 
-Growth is bounded: a batch that would need more than MAX_GROWTH * num_bins bins (a
-first batch ~1e9 times smaller than a later one would need ~2e12) first merges
-groups of adjacent bins, multiplying the width by a whole factor.
+Each new bin covers exactly two old ones (the edges align), so nothing is lost: a value v
+is in bin floor(v / w) of every grid it ever sat on. The final grid therefore depends only
+on the largest |x| of the whole data set, and every count only on the values, never on how
+they were batched or ordered. With a power-of-two `num_bins` the width is a power of two and
+v / w is exact in floating point, so histograms (and every amax computed from them) are
+bit-identical across batch sizes and orders. (TensorRT and pytorch-quantization fix the
+width from the first batch instead: ranges then move with the batch size, up to 32x on a
+DBNet tensor; ModelOpt issue 619.) Memory is num_bins counts whatever the data.
 """
 from __future__ import annotations
 
@@ -21,13 +24,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_NUM_BINS = 2048
-MAX_GROWTH = 16  # bins may grow to 16 x num_bins before the width is coarsened
+MAX_GROWTH = 1  # the number of bins never grows: a larger range doubles the width instead
 _F32_MAX = float(np.finfo(np.float32).max)
+
+
+def grid_top(amax: float) -> float:
+    """The smallest power of two strictly greater than `amax` (> 0): no value sits on the top edge."""
+    m, e = math.frexp(amax)  # amax = m * 2**e, 0.5 <= m < 1, so 2**e > amax >= 2**(e-1)
+    return math.ldexp(1.0, e)
 
 
 @dataclass
 class Histogram:
-    """Counts of |x| in bins of fixed width `bin_width` starting at 0.
+    """Counts of |x| in `num_bins` bins of width `bin_width` starting at 0 (power-of-two grid).
 
     Before the first non-zero value is seen the width is unknown (`bin_width == 0`)
     and zeros are counted in `pending_zeros`; they join bin 0 once a width exists.
@@ -61,26 +70,24 @@ class Histogram:
             if amax == 0.0:
                 self.pending_zeros += int(x.size)
                 return
-            self.bin_width = amax / self.num_bins
+            self.bin_width = grid_top(amax) / self.num_bins
             self.counts = np.zeros(self.num_bins, np.int64)
             self.counts[0] += self.pending_zeros
             self.pending_zeros = 0
-        if amax > self.upper:
-            grown = max(math.ceil(amax / self.bin_width), len(self.counts))
-            if grown > MAX_GROWTH * self.num_bins:
-                self._coarsen(math.ceil(grown / (MAX_GROWTH * self.num_bins)))
-                grown = max(math.ceil(amax / self.bin_width), len(self.counts))
-            self.counts = np.concatenate(
-                [self.counts, np.zeros(grown - len(self.counts), np.int64)])
+        while amax >= self.upper:
+            self._coarsen()
         self.counts += bin_counts(x, self.bin_width, len(self.counts), scratch)
 
-    def _coarsen(self, factor: int) -> None:
-        """Sum each run of `factor` bins into one: bin k of width w*f = old bins [k*f, (k+1)*f)."""
-        self.counts = np.add.reduceat(self.counts, np.arange(0, len(self.counts), factor))
-        self.bin_width *= factor
+    def _coarsen(self) -> None:
+        """Double the range: new bin k = old bins 2k + 2k+1; the upper half starts empty."""
+        n = len(self.counts)
+        padded = np.concatenate([self.counts, np.zeros(n % 2, np.int64)])
+        pairs = padded.reshape(-1, 2).sum(axis=1)
+        self.counts = np.concatenate([pairs, np.zeros(n - len(pairs), np.int64)])
+        self.bin_width *= 2.0
 
     def merge(self, other: Histogram) -> Histogram:
-        """Sum two histograms that share a bin width (or where one has none yet)."""
+        """Sum two histograms; the finer one is coarsened to the other's grid first (lossless)."""
         if self.bin_width == 0.0 or other.bin_width == 0.0:
             base, extra = (other, self) if self.bin_width == 0.0 else (self, other)
             out = base.copy()
@@ -89,14 +96,17 @@ class Histogram:
             else:
                 out.counts[0] += extra.pending_zeros
             return out
-        if not math.isclose(self.bin_width, other.bin_width, rel_tol=1e-12):
+        if len(self.counts) != len(other.counts):
+            raise ValueError(f"cannot merge histograms of {len(self.counts)} and "
+                             f"{len(other.counts)} bins; use the same num_bins")
+        fine, coarse = (self.copy(), other) if self.bin_width <= other.bin_width \
+            else (other.copy(), self)
+        while fine.bin_width < coarse.bin_width * (1 - 1e-12):
+            fine._coarsen()
+        if not math.isclose(fine.bin_width, coarse.bin_width, rel_tol=1e-12):
             raise ValueError(f"cannot merge histograms with bin widths {self.bin_width} and "
-                             f"{other.bin_width}; build both from the same first batch")
-        n = max(len(self.counts), len(other.counts))
-        counts = np.zeros(n, np.int64)
-        counts[: len(self.counts)] += self.counts
-        counts[: len(other.counts)] += other.counts
-        return Histogram(self.num_bins, self.bin_width, counts, 0)
+                             f"{other.bin_width}: not on the same power-of-two grid")
+        return Histogram(self.num_bins, coarse.bin_width, fine.counts + coarse.counts, 0)
 
     def copy(self) -> Histogram:
         return Histogram(self.num_bins, self.bin_width, self.counts.copy(), self.pending_zeros)
