@@ -14,7 +14,7 @@ from typing import Any, Callable
 import onnx
 
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
-from ptq.calibrators import DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax
+from ptq.calibrators import DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax, explain_auto
 from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, DataError
@@ -117,15 +117,25 @@ def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, da
             flags.append("all_zero")
         amax = {}
         for method in config.algorithms:
-            amax[method.value], floored = compute_amax(method, counts, width, lo, hi, config.settings)
-            if floored:
-                flags.append(f"floored:{method.value}")
+            if method is not Method.AUTO:
+                amax[method.value], floored = compute_amax(method, counts, width, lo, hi,
+                                                           config.settings)
+                if floored:
+                    flags.append(f"floored:{method.value}")
+        choice, mean = None, None
+        if Method.AUTO in config.algorithms:  # the choice and its reason, for the report
+            choice = explain_auto(counts, width, lo, hi, config.settings, known=amax)
+            amax["auto"] = choice.pop("amax")
+            amax = {m.value: amax[m.value] for m in config.algorithms}
+            mean = getattr(st, "channel_mean", None)
         act = st.activation
         shape = list(act.info.shape) if act.info.shape is not None else (
             [None, *st.sample_shape] if st.sample_shape is not None else None)
         tensors[name] = TensorRange(name=name, producer=act.producer, op_type=act.op_type,
                                     shape=shape, dtype=act.info.dtype.name, min=lo, max=hi,
-                                    count=st.count, histogram=st.histogram, amax=amax, flags=flags)
+                                    count=st.count, histogram=st.histogram, amax=amax, flags=flags,
+                                    choice=choice,
+                                    channel_mean=None if mean is None else mean.tolist())
     return CalibrationTable(tensors, model_meta, data_meta, settings, __version__)
 
 

@@ -39,6 +39,10 @@ class TensorStatistics:
     max: float = -math.inf
     count: int = 0
     sample_shape: tuple[int, ...] | None = None
+    # accuracy (issue 10): per-channel (axis 1) sums for the bias correction of the layers this
+    # tensor feeds (ptq/graph/bias.py); None for tensors of rank < 2 or with inconsistent channels
+    channel_sum: np.ndarray | None = None
+    channel_count: int = 0
 
     def update(self, x: np.ndarray, scratch: Scratch | None = None) -> None:
         if x.size == 0:
@@ -55,6 +59,24 @@ class TensorStatistics:
         self.count += int(x.size)
         self.sample_shape = tuple(x.shape[1:]) if x.ndim else ()
         self.histogram.update(x, max(-lo, hi), scratch)
+        self._update_channel_sum(x)
+
+    def _update_channel_sum(self, x: np.ndarray) -> None:
+        if x.ndim < 2 or x.shape[1] == 0 or (self.count > x.size and self.channel_sum is None):
+            return
+        if self.channel_sum is not None and len(self.channel_sum) != x.shape[1]:
+            self.channel_sum = None  # channel count changed between batches: no means
+            return
+        per_sample = x.reshape(x.shape[0], x.shape[1], -1).sum(axis=2, dtype=np.float32)
+        sums = per_sample.sum(axis=0, dtype=np.float64)
+        self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
+        self.channel_count += x.size // x.shape[1]
+
+    @property
+    def channel_mean(self) -> np.ndarray | None:
+        if self.channel_sum is None or self.channel_count == 0:
+            return None
+        return self.channel_sum / self.channel_count
 
 
 @dataclass

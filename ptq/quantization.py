@@ -30,6 +30,8 @@ from ptq.atomic import write_bytes
 from ptq.cache import CalibrationCache, read_cache
 from ptq.calibrators import DEFAULT_METHOD
 from ptq.errors import ConfigError, ModelLoadError
+from ptq.graph.bias import METADATA_KEY as BIAS_METADATA, correct_biases
+from ptq.graph.bias import metadata_value as bias_metadata
 from ptq.graph.cast import pin_fp16
 from ptq.graph.edit import copy_model, finalize
 from ptq.graph.model import infer_types, load_model, model_sha256, name_unnamed_nodes
@@ -77,10 +79,12 @@ class QuantizeConfig:
     op_types: tuple[str, ...] | None = None  # None = the registry default set
     per_channel_weights: bool = True
     exclude: tuple[str, ...] = ()            # patterns kept FP32 with no Q/DQ (--fp32/--exclude)
+    bias_correction: bool | None = None      # None: with `auto` ranges that carry channel means
 
     def to_dict(self) -> dict:
         return {"algo": self.algo, "op_types": list(self.op_types or DEFAULT_OP_TYPES),
-                "per_channel_weights": self.per_channel_weights, "exclude": list(self.exclude)}
+                "per_channel_weights": self.per_channel_weights, "exclude": list(self.exclude),
+                "bias_correction": self.bias_correction}
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,11 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     plan = plan_qdq(proto, op_types, set(pinned), per_channel=config.per_channel_weights)
     notes += plan.notes
     _check_ranges(plan.activation_tensors(), rng, sha)
+    # accuracy (issue 10): FP32 biases corrected for the mean shift of weight rounding
+    corrected: dict[str, float] = {}
+    if rng.channel_means and (config.bias_correction or
+                              (config.bias_correction is None and rng.algo == "auto")):
+        proto, corrected = correct_biases(proto, plan, rng.channel_means)
     out = insert_qdq(proto, plan, rng.amaxes, check=False)
     fp16 = {n for n, p in pinned.items() if p.precision is Precision.FP16}
     casts = 0
@@ -148,7 +157,8 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     pins_list = tuple(pinned.values())
     _set_metadata(out, {"ptq.version": __version__, "ptq.algo": rng.algo, "ptq.source_sha256": sha,
                         "ptq.pins": json.dumps([p.to_dict() for p in pins_list]),
-                        "ptq.notes": json.dumps(notes)})
+                        "ptq.notes": json.dumps(notes),
+                        **({BIAS_METADATA: bias_metadata(corrected)} if corrected else {})})
     finalize(out)
     layers = sum(1 for n in proto.graph.node if n.op_type not in PLUMBING_OPS)
     counts = {"int8": len(plan.int8_nodes), "fp16": len(fp16),
@@ -256,6 +266,7 @@ class _Ranges:
     algo: str                 # recorded as ptq.algo
     origin: str | None        # the file they came from, for error messages
     sha256: str | None        # of the model they were calibrated on (tables only)
+    channel_means: dict | None = None  # per-channel input means (tables from `auto` only)
 
 
 def load_ranges_file(path: str | Path) -> CalibrationTable | CalibrationCache:
@@ -269,7 +280,8 @@ def _ranges(ranges: Ranges, algo: str) -> _Ranges:
         origin = str(ranges)
         ranges = load_ranges_file(ranges)
     if isinstance(ranges, CalibrationTable):
-        return _Ranges(ranges.amaxes(algo), algo, origin, ranges.model.get("sha256"))
+        return _Ranges(ranges.amaxes(algo), algo, origin, ranges.model.get("sha256"),
+                       ranges.channel_means())
     if isinstance(ranges, CalibrationCache):
         return _Ranges(ranges.amaxes, f"cache:{ranges.algorithm}", origin, None)
     if isinstance(ranges, dict):

@@ -36,10 +36,14 @@ class TensorRange:
     histogram: Histogram
     amax: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    # `auto` only: {"method": chosen algorithm, "relative_error": {algorithm: error / chosen's}}
+    choice: dict | None = None
+    # mean per channel (axis 1) over the calibration data: the bias correction of its consumers
+    channel_mean: list[float] | None = None
 
     def to_dict(self) -> dict:
         counts, width = self.histogram.finalized()
-        return {
+        d = {
             "name": self.name, "producer": self.producer, "op_type": self.op_type,
             "shape": self.shape, "dtype": self.dtype, "min": self.min, "max": self.max,
             "count": self.count, "amax": dict(self.amax), "flags": list(self.flags),
@@ -47,6 +51,11 @@ class TensorRange:
                           "counts": counts.tolist(),
                           "edges": (np.arange(len(counts) + 1) * width).tolist()},
         }
+        if self.choice is not None:
+            d["choice"] = self.choice
+        if self.channel_mean is not None:
+            d["channel_mean"] = [float(v) for v in self.channel_mean]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TensorRange:
@@ -57,7 +66,8 @@ class TensorRange:
         return cls(name=d["name"], producer=d["producer"], op_type=d["op_type"], shape=d["shape"],
                    dtype=d["dtype"], min=float(d["min"]), max=float(d["max"]), count=int(d["count"]),
                    histogram=hist, amax={k: float(v) for k, v in d["amax"].items()},
-                   flags=list(d.get("flags", [])))
+                   flags=list(d.get("flags", [])), choice=d.get("choice"),
+                   channel_mean=d.get("channel_mean"))
 
 
 @dataclass
@@ -89,6 +99,11 @@ class CalibrationTable:
                               f"{', '.join(self.methods)})",
                               hint=f"re-run ptq calibrate with --algo {key} or --algo all")
         return {n: t.amax[key] for n, t in self.tensors.items()}
+
+    def channel_means(self) -> dict[str, np.ndarray]:
+        """Per-channel means of every tensor that has them (tables from ptq >= 0.x auto)."""
+        return {n: np.asarray(t.channel_mean, np.float64) for n, t in self.tensors.items()
+                if t.channel_mean is not None}
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "ptq_version": self.ptq_version, "model": self.model,

@@ -13,12 +13,13 @@ from ptq.calibrators.algorithms import (
     DEFAULT_METHOD,
     Method,
     compute_amax,
+    explain_auto,
 )
 from ptq.calibrators.entropy import entropy_amax, entropy_divergences
 from ptq.calibrators.mse import mse_amax
 from ptq.calibrators.percentile import percentile_amax
 
 __all__ = [
-    "ALGORITHMS", "AMAX_FLOOR", "AlgorithmSettings", "DEFAULT_METHOD", "Method", "compute_amax",
+    "ALGORITHMS", "AMAX_FLOOR", "AlgorithmSettings", "DEFAULT_METHOD", "Method", "compute_amax", "explain_auto",
     "entropy_amax", "entropy_divergences", "mse_amax", "percentile_amax",
 ]

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from ptq.calibrators.auto import CANDIDATES, choose
 from ptq.calibrators.entropy import START_BIN, entropy_amax
 from ptq.calibrators.mse import mse_amax
 from ptq.calibrators.percentile import DEFAULT_PERCENTILE, percentile_amax
@@ -28,6 +29,7 @@ class Method(str, enum.Enum):
     MINMAX = "minmax"
     PERCENTILE = "percentile"
     MSE = "mse"
+    AUTO = "auto"
 
     @classmethod
     def parse(cls, name: str) -> Method:
@@ -40,7 +42,7 @@ class Method(str, enum.Enum):
 
 # The one place the default lives: `ptq calibrate`, `ptq quantize`, the Python API and the
 # demo all read it.
-DEFAULT_METHOD = Method.ENTROPY
+DEFAULT_METHOD = Method.AUTO
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,25 @@ ALGORITHMS: dict[Method, AmaxFn] = {
     Method.MSE: lambda counts, width, lo, hi, s: mse_amax(
         counts, width, start_bin=s.start_bin, stride=s.stride),
 }
+
+
+def explain_auto(counts: np.ndarray, width: float, lo: float, hi: float,
+                 settings: AlgorithmSettings = AlgorithmSettings(),
+                 known: dict[str, float] | None = None) -> dict:
+    """`auto` for one tensor: every candidate's amax (reusing `known` ones), the chosen one and
+    each candidate's expected INT8 error relative to it (ptq/calibrators/auto.py)."""
+    known = known or {}
+    cands = {name: float(known[name]) if name in known else
+             float(ALGORITHMS[Method(name)](counts, width, lo, hi, settings))
+             for name in CANDIDATES}
+    cands = {n: max(a, AMAX_FLOOR) for n, a in cands.items()}
+    chosen, rel = choose(counts, width, cands)
+    return {"method": chosen, "amax": cands[chosen],
+            "relative_error": {n: round(r, 4) for n, r in rel.items()}}
+
+
+ALGORITHMS[Method.AUTO] = lambda counts, width, lo, hi, s: explain_auto(
+    counts, width, lo, hi, s)["amax"]
 
 
 def compute_amax(method: Method, counts: np.ndarray, bin_width: float, lo: float, hi: float,
