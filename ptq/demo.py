@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
-from ptq.calibrators import Method
+from ptq.calibrators import DEFAULT_METHOD, Method
 from ptq.table import CalibrationTable
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def step_calibrate(res: DemoResult, progress: Callable[[int], None] | None = Non
 
 
 def step_quantize(res: DemoResult, progress: Callable[[int], None] | None = None) -> dict:
-    """Entropy QDQ model, its trtexec lines, and its agreement with FP32 on the photos."""
+    """The default (auto) QDQ model, its trtexec lines, and its agreement with FP32 on the photos."""
     from ptq.atomic import write_text
     from ptq.calibration import open_model_data
     from ptq.evaluate import measure_accuracy
@@ -60,9 +60,10 @@ def step_quantize(res: DemoResult, progress: Callable[[int], None] | None = None
     from ptq.trtexec import commands_text, trt_commands
 
     out = res.outdir / MODEL_NAME.replace(".onnx", ".int8.onnx")
-    result = quantize_with_summary(res.model, res.table, config=QuantizeConfig(algo="entropy"))
+    result = quantize_with_summary(res.model, res.table,
+                                   config=QuantizeConfig(algo=DEFAULT_METHOD.value))
     save_model(result.model, out)
-    cache = res.outdir / "calib.entropy.cache"
+    cache = res.outdir / f"calib.{DEFAULT_METHOD.value}.cache"
     cmds = trt_commands(out, cache_path=cache, fp32_model=res.model)
     res.artifacts["int8.onnx"] = out
     res.artifacts["trtexec.txt"] = write_text(out.with_suffix(".trtexec.txt"),

@@ -33,7 +33,7 @@ COMMANDS: dict[str, Command] = {
 EPILOG = """\
 typical workflow:
   ptq calibrate model.onnx --data images/ --algo all -o out/
-  ptq quantize model.onnx --ranges out/ranges.json --algo entropy -o out/model.int8.onnx
+  ptq quantize model.onnx --ranges out/ranges.json -o out/model.int8.onnx
   ptq sensitivity model.onnx --data images/ --ranges out/ranges.json --topk 10 -o out/
   ptq report --ranges out/ranges.json --sensitivity out/sensitivity.json -o out/report.html
 Run `ptq demo` to see all of it on a real model. `ptq COMMAND --help` explains each step.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER, version_int
 from ptq.calibration import CalibrateConfig, calibrate, disagreement, write_outputs
-from ptq.calibrators import AlgorithmSettings, Method
+from ptq.calibrators import DEFAULT_METHOD, AlgorithmSettings, Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
                             positive, preprocess_options, progress_bar)
 from ptq.errors import ConfigError
@@ -17,11 +17,20 @@ Run the FP32 model in ONNX Runtime over calibration data, stream every float
 activation into a running min/max and a 2048-bin |x| histogram (nothing is kept
 between batches), and compute INT8 ranges with one or more algorithms:
 
-  entropy     KL-divergence search as in TensorRT's EntropyCalibrator2 (default)
+  auto        (default) per tensor, whichever of the four below loses least when the
+              tensor is rounded to INT8 (expected squared error on its histogram; the
+              choice and every candidate's error are in ranges.json and the report),
+              plus per-channel means so `ptq quantize` can correct the FP32 biases for
+              the mean shift of INT8 weight rounding
+  entropy     KL-divergence search as in TensorRT's EntropyCalibrator2
   minmax      max |x| seen (TensorRT MinMaxCalibrator)
   percentile  the --percentile of |x| (default 99.99)
   mse         the threshold with least INT8 quantization error on the histogram
-  all         all four from the same statistics, with a comparison
+  all         all of them from the same statistics, with a comparison
+
+The histogram's range is the next power of two above max|x|, doubled (bins merged
+pairwise, losslessly) when a later batch exceeds it: ranges do not depend on the
+batch size or the order of the images.
 
 Writes to OUTDIR: ranges.json (per tensor: producer node, shape, min/max, amax per
 algorithm, histogram) and calib.<algo>.cache in TensorRT's calibration-cache
@@ -43,12 +52,13 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     p.add_argument("model", help="FP32 ONNX model (external data files next to it are fine)")
     add_data_args(p)
     g = p.add_argument_group("algorithms")
-    g.add_argument("--algo", nargs="+", default=["entropy"], metavar="ALGO",
-                   help="entropy, minmax, percentile, mse or all (several allowed; default: entropy)")
+    g.add_argument("--algo", nargs="+", default=[DEFAULT_METHOD.value], metavar="ALGO",
+                   help="auto, entropy, minmax, percentile, mse or all (several allowed; "
+                        f"default: {DEFAULT_METHOD.value})")
     g.add_argument("--percentile", type=float, default=AlgorithmSettings().percentile,
                    help="percentile for --algo percentile (default: %(default)s)")
     g.add_argument("--num-bins", type=int, default=2048,
-                   help="histogram bins fixed by the first batch (default: %(default)s)")
+                   help="histogram bins over a power-of-two range (default: %(default)s)")
     add_runtime_args(p)
     g = p.add_argument_group("output")
     g.add_argument("-o", "--outdir", default=None,

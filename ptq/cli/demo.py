@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         f"photos with {', '.join(res.table.methods)} -> ranges.json, calib.<algo>.cache")
     with progress_bar(args, res.table.data["num_samples"], "evaluating") as update:
         acc = demo.step_quantize(res, progress=update)
-    say(f"[3/5] quantize: {res.artifacts['int8.onnx'].name} (entropy Q/DQ); vs FP32 on the photos: "
+    say(f"[3/5] quantize: {res.artifacts['int8.onnx'].name} "
+        f"({demo.DEFAULT_METHOD.value} Q/DQ: {_choices(res.table)}); vs FP32 on the photos: "
         + ", ".join(f"{k} {v:.4g}" for k, v in acc.items()))
     with progress_bar(args, None, "sensitivity", unit="variant") as update:
         sens = demo.step_sensitivity(res, progress=update)
@@ -62,3 +63,11 @@ def run(args: argparse.Namespace) -> int:
     say(f"open {report} in a browser; TensorRT commands are in "
         f"{res.artifacts['trtexec.txt'].name}")
     return 0
+
+
+def _choices(table) -> str:
+    """What `auto` chose, e.g. 'mse x90, percentile x5' (every tensor's reason is in the report)."""
+    from collections import Counter
+
+    picked = Counter(t.choice["method"] for t in table.tensors.values() if t.choice)
+    return ", ".join(f"{m} x{n}" for m, n in picked.most_common()) or "no per-tensor choice"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ptq.atomic import write_text
 from ptq.cache import read_cache
+from ptq.calibrators import DEFAULT_METHOD
 from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
 from ptq.cli.common import (add_data_args, add_runtime_args, new_parser, positive,
                             preprocess_options, progress_bar)
@@ -39,7 +40,7 @@ Default op types: {' '.join(DEFAULT_OP_TYPES)}."""
 
 EPILOG = """\
 examples:
-  ptq quantize model.onnx --ranges out/ranges.json --algo entropy -o out/model.int8.onnx
+  ptq quantize model.onnx --ranges out/ranges.json -o out/model.int8.onnx   # auto ranges
   ptq quantize model.onnx --cache out/calib.entropy.cache -o model.int8.onnx --eval val/
   ptq quantize model.onnx --ranges out/ranges.json --fp16 'blocks\\.1[45]\\..*' --fp32 fc"""
 
@@ -52,7 +53,7 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     src.add_argument("--ranges", metavar="JSON", help="ranges.json from `ptq calibrate`")
     src.add_argument("--cache", metavar="FILE", help="TensorRT calibration cache (scales)")
     g.add_argument("--algo", default=None, help="which algorithm's ranges to use from ranges.json "
-                                               "(default: entropy)")
+                                               f"(default: {DEFAULT_METHOD.value})")
     g = p.add_argument_group("placement and precision")
     g.add_argument("--fp16", nargs="+", default=[], metavar="PATTERN",
                    help="run matching nodes in FP16 (Cast-typed island)")
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         read_cache(args.cache)  # fail on a bad cache before anything else
     model = load_model(args.model)
     pins = [Pin(n, Precision.FP16, f"--fp16 {p}") for p in args.fp16 for n in match_nodes(model, [p])]
-    config = QuantizeConfig(algo=args.algo or "entropy",
+    config = QuantizeConfig(algo=args.algo or DEFAULT_METHOD.value,
                             op_types=tuple(args.op_types) if args.op_types else None,
                             per_channel_weights=not args.per_tensor_weights,
                             exclude=tuple(args.fp32))

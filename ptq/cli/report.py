@@ -40,7 +40,7 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                         "--auto` (optional): each layer's precision and pin reasons")
     g.add_argument("--algo", default=None, metavar="ALGO",
                    help="the algorithm whose amax the report treats as chosen (default: the "
-                        "one the model / sensitivity run used, else entropy)")
+                        "one the model / sensitivity run used, else auto, else entropy)")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", default=None, metavar="HTML",
                    help="output file, or a folder for report.html (default: report.html next "

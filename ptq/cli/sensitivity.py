@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ptq.calibrators import Method
+from ptq.calibrators import DEFAULT_METHOD, Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
                             positive, preprocess_options, progress_bar)
 from ptq.errors import ConfigError
@@ -57,8 +57,9 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     g.add_argument("--ranges", default=None, metavar="FILE",
                    help="ranges.json from `ptq calibrate`, or a TensorRT calibration cache "
                         "(default: calibrate now on --data)")
-    g.add_argument("--algo", default="entropy", choices=[m.value for m in Method],
-                   help="which range of ranges.json to use, or to calibrate (default: entropy)")
+    g.add_argument("--algo", default=DEFAULT_METHOD.value, choices=[m.value for m in Method],
+                   help="which range of ranges.json to use, or to calibrate "
+                        f"(default: {DEFAULT_METHOD.value})")
     g.add_argument("--mode", default="leave-one-out", choices=["leave-one-out", "quantize-one", "both"],
                    help="variant per node (default: leave-one-out)")
     g.add_argument("--pin", default="fp16", choices=["fp16", "fp32"],

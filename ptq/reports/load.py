@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ptq.calibrators import DEFAULT_METHOD
 from ptq.errors import ConfigError, PtqError
 from ptq.graph.model import load_model, model_sha256
 from ptq.metrics import METRICS
@@ -193,7 +194,7 @@ def _known_nodes(path: Path, nodes: list[str], producers: set[str], ranges: Path
 def choose_algo(table: CalibrationTable, algo: str | None, sens: Sensitivity | None,
                 qmodel: QuantizedModel | None, ranges: Path) -> tuple[str, list[str]]:
     """The algorithm whose amax the report treats as chosen: asked for, else the one the
-    quantized model or the sensitivity run used, else entropy (the default), else the first."""
+    quantized model or the sensitivity run used, else the default (auto), else entropy, else the first."""
     notes: list[str] = []
     used = {f"{qmodel.path.name}": qmodel.algo} if qmodel and qmodel.algo else {}
     if sens is not None and (sens.record.ranges or {}).get("algo"):
@@ -205,6 +206,7 @@ def choose_algo(table: CalibrationTable, algo: str | None, sens: Sensitivity | N
         notes.append(f"--algo {algo} differs from the algorithm the inputs used (" +
                      ", ".join(f"{k}: {v}" for k, v in used.items()) + ")")
     chosen = algo or next(iter(used.values()), None) or (
+        DEFAULT_METHOD.value if DEFAULT_METHOD.value in table.methods else
         "entropy" if "entropy" in table.methods else (table.methods or [None])[0])
     if chosen not in table.methods:
         raise ConfigError(f"the ranges have no '{chosen}' algorithm (available: "
