@@ -14,7 +14,7 @@ from typing import Any, Callable
 import onnx
 
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
-from ptq.calibrators import DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax, explain_auto
+from ptq.calibrators import AMAX_FLOOR, DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax, explain_auto
 from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, DataError
@@ -126,6 +126,9 @@ def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, da
         if Method.AUTO in config.algorithms:  # the choice and its reason, for the report
             choice = explain_auto(counts, width, lo, hi, config.settings, known=amax)
             amax["auto"] = choice.pop("amax")
+            if not amax["auto"] >= AMAX_FLOOR:  # as compute_amax: never a zero scale
+                amax["auto"] = AMAX_FLOOR
+                flags.append("floored:auto")
             amax = {m.value: amax[m.value] for m in config.algorithms}
             mean = getattr(st, "channel_mean", None)
         act = st.activation

@@ -112,10 +112,15 @@ class Histogram:
         return Histogram(self.num_bins, self.bin_width, self.counts.copy(), self.pending_zeros)
 
     def finalized(self) -> tuple[np.ndarray, float]:
-        """(counts, width) ready for the algorithms; an all-zero tensor is one bin of width 0."""
+        """(counts, width) ready for the algorithms; an all-zero tensor is one bin of width 0.
+
+        The empty bins above the largest value are dropped: the algorithms then see bins up
+        to max|x| only, as with a first-batch grid (entropy's and mse's candidate thresholds
+        never pass the max), and the result is still a function of the data alone."""
         if self.bin_width == 0.0:
             return np.array([self.pending_zeros], np.int64), 0.0
-        return self.counts, self.bin_width
+        nz = np.flatnonzero(self.counts)
+        return self.counts[: int(nz[-1]) + 1 if len(nz) else 1], self.bin_width
 
 
 class Scratch:

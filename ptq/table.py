@@ -61,6 +61,8 @@ class TensorRange:
     def from_dict(cls, d: dict) -> TensorRange:
         h = d["histogram"]
         counts = np.asarray(h["counts"], np.int64)
+        if h["bin_width"] and len(counts) < h["num_bins"]:  # saved without the empty top bins
+            counts = np.concatenate([counts, np.zeros(h["num_bins"] - len(counts), np.int64)])
         hist = (Histogram(h["num_bins"], 0.0, np.zeros(0, np.int64), int(counts.sum()))
                 if h["bin_width"] == 0 else Histogram(h["num_bins"], float(h["bin_width"]), counts))
         return cls(name=d["name"], producer=d["producer"], op_type=d["op_type"], shape=d["shape"],

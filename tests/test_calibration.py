@@ -39,8 +39,8 @@ def few_images(tmp_path_factory, digits_calib_images: Path) -> Path:
 
 def test_every_cache_line_parses_back_to_the_table(digits_table: CalibrationTable, tmp_path: Path) -> None:
     written = write_outputs(digits_table, tmp_path / "out", trt_version="8.6.1")
-    assert sorted(written) == ["calib.entropy.cache", "calib.minmax.cache", "calib.mse.cache",
-                               "calib.percentile.cache", "ranges.json"]
+    assert sorted(written) == ["calib.auto.cache", "calib.entropy.cache", "calib.minmax.cache",
+                               "calib.mse.cache", "calib.percentile.cache", "ranges.json"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(written)
     for method in Method:
         cache = read_cache(written[f"calib.{method.value}.cache"])
@@ -164,7 +164,7 @@ def test_max_images_seed_and_progress(digits_model_path: Path, digits_calib_imag
     other = calibrate(digits_model_path, digits_calib_images,
                       CalibrateConfig(preprocess=DIGITS, max_images=30, seed=6))
     assert len(set(table.data["files"])) == 30 and table.data["files"] != other.data["files"]
-    assert table.methods == ["entropy"]
+    assert table.methods == ["auto"]  # the default
 
 
 def test_disagreement_ranks_by_amax_ratio(digits_table: CalibrationTable) -> None:

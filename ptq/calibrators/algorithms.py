@@ -83,7 +83,6 @@ def explain_auto(counts: np.ndarray, width: float, lo: float, hi: float,
     cands = {name: float(known[name]) if name in known else
              float(ALGORITHMS[Method(name)](counts, width, lo, hi, settings))
              for name in CANDIDATES}
-    cands = {n: max(a, AMAX_FLOOR) for n, a in cands.items()}
     chosen, rel = choose(counts, width, cands)
     return {"method": chosen, "amax": cands[chosen],
             "relative_error": {n: round(r, 4) for n, r in rel.items()}}

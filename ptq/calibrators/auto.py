@@ -31,11 +31,13 @@ def expected_sq_error(counts: np.ndarray, bin_width: float, amax: float,
     the bin centres (0.0 for an empty histogram or a zero width)."""
     counts = np.asarray(counts, np.float64)
     total = counts.sum()
-    if total == 0 or bin_width <= 0 or amax <= 0:
+    if total == 0 or bin_width <= 0:
         return 0.0
     bound = float(2 ** (num_bits - 1) - 1)
     nz = counts > 0
     c = (np.flatnonzero(nz) + 0.5) * bin_width
+    if amax <= 0:  # a zero range flushes everything to 0
+        return float((c ** 2 * counts[nz]).sum() / total)
     q = np.clip(np.round(c * (bound / amax)), -bound, bound) * (amax / bound)
     return float(((q - c) ** 2 * counts[nz]).sum() / total)
 

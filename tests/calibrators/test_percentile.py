@@ -51,7 +51,9 @@ def test_brackets_the_percentile_of_the_raw_values(p: float) -> None:
     counts, width = h.finalized()
     amax = percentile_amax(counts, width, p)
     true = float(np.percentile(np.abs(x), p))
-    assert amax <= true <= amax + width * 1.0001
+    # numpy interpolates between order statistics, the CDF counts whole samples: at a bin edge
+    # the two can disagree by one sample, i.e. land one bin apart
+    assert amax - width * 1.0001 <= true <= amax + width * 1.0001
 
 
 @settings(max_examples=60, deadline=None)

@@ -37,16 +37,16 @@ def test_algo_all_writes_everything_and_prints_the_comparison(capsys, digits_mod
     code, out, err = run(capsys, digits_model_path, "--data", images, *PRE, "--algo", "all", "-o", out_dir)
     assert code == EXIT_OK, err
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "calib.entropy.cache", "calib.minmax.cache", "calib.mse.cache", "calib.percentile.cache",
-        "ranges.json"]
+        "calib.auto.cache", "calib.entropy.cache", "calib.minmax.cache", "calib.mse.cache",
+        "calib.percentile.cache", "ranges.json"]
     assert "calibrated 14 tensors on 40 samples (batch 32, 1 skipped)" in out
     assert "where the algorithms disagree most (amax):" in out
     header = next(line for line in out.splitlines() if "ratio" in line).split()
-    assert header == ["tensor", "ratio", "entropy", "minmax", "percentile", "mse"]
+    assert header == ["tensor", "ratio", "entropy", "minmax", "percentile", "mse", "auto"]
     rows = out.split("disagree most (amax):")[1].strip().splitlines()[1:]
     assert len(rows) == 5 and rows[0].split()[0] == "relu1"
     table = CalibrationTable.load(out_dir / "ranges.json")
-    assert table.methods == ["entropy", "minmax", "percentile", "mse"]
+    assert table.methods == ["entropy", "minmax", "percentile", "mse", "auto"]
     assert read_cache(out_dir / "calib.entropy.cache").version == 101600  # the documented default
     assert read_cache(out_dir / "calib.minmax.cache").algorithm == "MinMaxCalibration"
     assert "skipping unreadable image" in err and "broken.jpg" in err

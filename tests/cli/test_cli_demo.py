@@ -23,7 +23,7 @@ def test_demo_writes_every_artifact_and_they_agree(tmp_path: Path, capsys) -> No
         assert step in printed
 
     table = CalibrationTable.load(out / "ranges.json")
-    assert table.methods == ["entropy", "minmax", "percentile", "mse"]
+    assert table.methods == ["entropy", "minmax", "percentile", "mse", "auto"]
     assert table.data["num_samples"] == len(list((out / "photos").iterdir())) == 20
     for algo in table.methods:  # each cache holds exactly the table's ranges
         cache = read_cache(out / f"calib.{algo}.cache")

@@ -68,7 +68,7 @@ def test_calibrates_on_the_fly_without_ranges(digits_model_path, digits_images, 
     assert code == 0
     data = json.loads((out / "sensitivity.json").read_text())
     assert data["ranges"]["path"] == str(out / "ranges.json")
-    assert CalibrationTable.load(out / "ranges.json").methods == ["entropy"]
+    assert CalibrationTable.load(out / "ranges.json").methods == ["auto"]  # the default
     assert {x["mode"] for x in data["layers"]} == {"quantize-one"}
 
 
