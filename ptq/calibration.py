@@ -126,7 +126,7 @@ def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, da
         if Method.AUTO in config.algorithms:  # the choice and its reason, for the report
             choice = explain_auto(counts, width, lo, hi, config.settings, known=amax)
             amax["auto"] = choice.pop("amax")
-            if not amax["auto"] >= AMAX_FLOOR:  # as compute_amax: never a zero scale
+            if not amax["auto"] > AMAX_FLOOR:  # as compute_amax: never a zero scale
                 amax["auto"] = AMAX_FLOOR
                 flags.append("floored:auto")
             amax = {m.value: amax[m.value] for m in config.algorithms}

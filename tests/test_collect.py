@@ -76,6 +76,8 @@ def test_statistics_match_an_independent_run(stats: Statistics, digits_model_pat
         h = st.histogram
         a = np.abs(x.astype(np.float64)).ravel()
         margin = np.abs(x.astype(np.float64) - alt[name]).max() + 4 * np.spacing(np.float32(a.max()))
+        if st.activation.producer is None:  # the graph input reaches the histogram unchanged:
+            margin = 0.0                    # exact, even for pixels/255 == 1.0 on a bin edge
         last = len(h.counts) - 1
         lo = np.minimum(np.floor((a - margin) / h.bin_width), last).clip(0).astype(np.int64)
         hi = np.minimum(np.floor((a + margin) / h.bin_width), last).astype(np.int64)
@@ -85,7 +87,7 @@ def test_statistics_match_an_independent_run(stats: Statistics, digits_model_pat
         may = np.bincount(lo[~sure], minlength=len(h.counts)) + np.bincount(hi[~sure], minlength=len(h.counts))
         assert h.total == x.size and (extra >= 0).all() and (extra <= may).all(), name
         assert extra.sum() == (~sure).sum() <= 1e-2 * x.size, name
-        assert h.counts[-1] > 0, name  # the running max sits in the last bin
+        assert h.finalized()[0][-1] > 0, name  # the running max sits in the last finalized bin
 
 
 def test_only_accumulators_are_kept(stats: Statistics) -> None:

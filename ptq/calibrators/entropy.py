@@ -86,8 +86,10 @@ def entropy_amax(counts: np.ndarray, bin_width: float, *, num_levels: int = NUM_
         return 0.0
     cands, div = entropy_divergences(counts, num_levels=num_levels, start_bin=start_bin,
                                      stride=stride)
-    if len(cands) == 0 or not np.isfinite(div).any():
+    if len(cands) == 0:
         return float(len(counts) * bin_width)
+    if not np.isfinite(div).any():  # every candidate infinite: the literal argmin's tie -> the last
+        return float(cands[-1] * bin_width)
     best = div[np.isfinite(div)].min()
     tied = np.flatnonzero(div <= best + _TIE_RTOL * max(1.0, abs(best)))
     return float(cands[tied[-1]] * bin_width)

@@ -120,18 +120,17 @@ def test_matches_the_literal_algorithm_on_every_real_digits_tensor(digits_table:
     assert entropy_amax(counts, width) < 0.5 * digits_table.tensors["relu1"].max
 
 
-def test_digits_input_where_the_transcription_divides_zero_by_zero(digits_table: CalibrationTable) -> None:
-    # Pixels/255 take 17 levels, so bin 1 is empty and b[0] := b[1] = 0. At candidate 128 every
-    # kept bin is then empty: P is all outliers and Q is all zeros. scipy returns NaN there and
-    # the literal argmin would pick it (amax 128 bins = 1/16); ptq scores it +inf. Candidates 129
-    # (P = Q = one bin) and 2048 (Q == P, empty bins stay empty) have KL 0, so the tie gives 2048
-    # bins = the whole [0, 1] pixel range.
+def test_digits_input_keeps_the_whole_pixel_range(digits_table: CalibrationTable) -> None:
+    # Pixels/255 take 17 levels (~k/16). On the power-of-two grid [0, 2) of width 1/1024 they
+    # fill bins 0, 64, 128, ..., and 1.0 sits on the lower edge of bin 1024, the last one.
+    # Bin 1 is empty, so b[0] := b[1] = 0; KL is 0 where Q reproduces P exactly and the tie
+    # goes to the largest candidate: all 1025 bins, the whole pixel range (as the literal
+    # algorithm, checked here at every candidate).
     t = digits_table.tensors["image"]
     counts, width = t.histogram.finalized()
-    _, ref_div = entropy_divergences_reference(counts, stride=1919)  # candidates 128 and 2047
-    assert np.isnan(ref_div[0])
-    assert t.max == 1.0 and len(counts) == 2048
-    assert t.amax["entropy"] == pytest.approx(1.0)
+    assert t.max == 1.0 and width == 1 / 1024 and len(counts) == 1025
+    assert np.flatnonzero(counts)[:4].tolist() == [0, 64, 128, 192]
+    assert t.amax["entropy"] == entropy_amax_reference(counts, width) == 1025 / 1024
 
 
 @pytest.mark.slow

@@ -55,10 +55,13 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_corrected_int8_conv_has_the_fp32_mean_output(bias: bool) -> None:
-    # Inputs on the INT8 grid of amax 4 (no activation rounding), channel means far from 0, no
-    # padding: the only error left is weight rounding, whose mean the correction removes exactly.
+    # Inputs on the INT8 grid of amax 4 (no activation rounding), channel means far from 0, and
+    # constant over each image (every 3x3 window then has the image's mean, as the correction
+    # assumes; real images differ at the borders): the only error left is weight rounding,
+    # whose mean the correction removes exactly.
     rng = np.random.default_rng(2)
-    x = (rng.integers(0, 128, (16, 4, 8, 8)) * (4.0 / 127)).astype(np.float32)
+    levels = rng.integers(0, 128, (32, 4, 1, 1)) * (4.0 / 127)
+    x = np.broadcast_to(levels, (32, 4, 8, 8)).astype(np.float32)
     model = _depthwise(bias)
     plan = plan_qdq(model, ("Conv",))
     means = {"x": x.mean(axis=(0, 2, 3))}
