@@ -43,7 +43,42 @@ def ranges_section(inputs: ReportInputs, clipped: dict[str, float]) -> Section:
         parts.append(table(heads, body, sortable=True, caption=(
             f"amax of each algorithm; ratio = largest / smallest amax; clipped = share of values "
             f"the chosen {esc(inputs.algo)} amax saturates.")))
+    parts.append(_auto_choices(inputs))
     return Section("ranges", "Per-layer ranges", "".join(parts))
+
+
+def _auto_choices(inputs: ReportInputs) -> str:
+    """What `auto` picked for each tensor and why: every candidate's expected INT8 error
+    relative to the chosen one (ptq/calibrators/auto.py)."""
+    chosen = {n: t.choice for n, t in inputs.table.tensors.items() if t.choice}
+    if not chosen:
+        return ""
+    counts: dict[str, int] = {}
+    for c in chosen.values():
+        counts[c["method"]] = counts.get(c["method"], 0) + 1
+    summary = ", ".join(f"{esc(m)} for {n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    cands = list(next(iter(chosen.values()))["relative_error"])
+    heads = ["tensor", "op type", "chosen", "amax auto",
+             *[f"{c} error ×" for c in cands], "runner-up"]
+    body = []
+    for name, c in chosen.items():
+        rel = c["relative_error"]
+        others = sorted((v, k) for k, v in rel.items() if k != c["method"])
+        runner = f"{others[0][1]} (+{100 * (others[0][0] - 1):.3g}% error)" if others else ""
+        body.append([Cell(esc(name), cls="mono"), inputs.table.tensors[name].op_type, c["method"],
+                     inputs.table.tensors[name].amax.get("auto", 0.0),
+                     *[rel.get(k, float("nan")) for k in cands], runner])
+    return ("<h3>What <code>auto</code> chose, and why</h3>"
+            f"<p>Per tensor, <code>auto</code> keeps the candidate range whose INT8 rounding and "
+            f"clipping lose least on that tensor's histogram (expected squared error, which is "
+            f"the noise the consuming layer sees). Chosen: {summary}. Each candidate's error "
+            f"is shown relative to the chosen one (1 = chosen; 2 = twice the error). With "
+            f"<code>auto</code> ranges, <code>ptq quantize</code> also corrects the FP32 biases of "
+            f"Conv/Gemm layers for the mean shift INT8 weight rounding causes (per-channel input "
+            f"means from calibration; listed in the model's <code>ptq.bias_correction</code> "
+            f"metadata). The TensorRT cache holds exactly these activation ranges.</p>"
+            f"<details><summary>All {len(body)} choices</summary>"
+            f"{table(heads, body, sortable=True)}</details>")
 
 
 def _img(png: plots.Png, alt: str) -> str:
