@@ -82,7 +82,7 @@ def test_default_output_folder(capsys, digits_model_path, images, tmp_path, monk
     code, out, _ = run(capsys, digits_model_path, "--data", images, *PRE, "-q")
     assert code == EXIT_OK
     assert sorted(p.name for p in (tmp_path / "ptq-out" / "digits_cnn").iterdir()) == [
-        "calib.entropy.cache", "ranges.json"]
+        "calib.auto.cache", "ranges.json"]  # auto is the default algorithm
 
 
 @pytest.mark.parametrize("case", [
