@@ -58,7 +58,7 @@ def _auto_choices(inputs: ReportInputs) -> str:
         counts[c["method"]] = counts.get(c["method"], 0) + 1
     summary = ", ".join(f"{esc(m)} for {n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     cands = list(next(iter(chosen.values()))["relative_error"])
-    heads = ["tensor", "op type", "chosen", "amax auto",
+    heads = ["activation", "op type", "chosen", "amax auto",
              *[f"{c} error ×" for c in cands], "runner-up"]
     body = []
     for name, c in chosen.items():

@@ -25,7 +25,7 @@ FP16_PIN_REASON = "FP16 island for the report test"
 @pytest.fixture(scope="session")
 def digits_qdq(tmp_path_factory: pytest.TempPathFactory, digits_model_path: Path,
                digits_ranges: Path) -> Path:
-    """The digits CNN quantized with entropy ranges; conv1 pinned FP32, conv3 pinned FP16."""
+    """The digits CNN quantized with the default (auto) ranges; conv1 pinned FP32, conv3 pinned FP16."""
     model = quantization.quantize(digits_model_path, digits_ranges, pins=[
         quantization.Pin("conv1", quantization.Precision.FP32, FP32_PIN_REASON),
         quantization.Pin("conv3", quantization.Precision.FP16, FP16_PIN_REASON)])
