@@ -25,7 +25,9 @@ DESCRIPTION = f"""\
 Write an explicitly quantized ONNX model: QuantizeLinear/DequantizeLinear pairs placed
 as TensorRT recommends (weighted-op inputs with per-channel weights, residual Add
 inputs, pooling inputs; never weighted-op outputs), symmetric INT8 with explicit
-zero points, scales from ranges.json (--algo) or a TensorRT calibration cache.
+zero points, scales from ranges.json (--algo, default auto) or a TensorRT calibration
+cache. With auto ranges the FP32 biases of Conv/Gemm layers are also corrected for the
+mean output shift INT8 weight rounding causes (listed in the model's metadata).
 TensorRT 11 accepts only this form of INT8 (no calibrators, no --int8 flag).
 
 --fp16 nodes become FP16 islands the TensorRT 11 way (Cast nodes + FP16 weights; the
