@@ -30,7 +30,7 @@ from ptq.atomic import write_bytes
 from ptq.cache import CalibrationCache, read_cache
 from ptq.calibrators import DEFAULT_METHOD
 from ptq.errors import ConfigError, ModelLoadError
-from ptq.graph.bias import METADATA_KEY as BIAS_METADATA, correct_biases
+from ptq.graph.bias import METADATA_KEY as BIAS_METADATA, apply_bias_corrections, bias_corrections
 from ptq.graph.bias import metadata_value as bias_metadata
 from ptq.graph.cast import pin_fp16
 from ptq.graph.edit import copy_model, finalize
@@ -143,11 +143,12 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     notes += plan.notes
     _check_ranges(plan.activation_tensors(), rng, sha)
     # accuracy (issue 10): FP32 biases corrected for the mean shift of weight rounding
-    corrected: dict[str, float] = {}
+    biases = {}
     if rng.channel_means and (config.bias_correction or
                               (config.bias_correction is None and rng.algo == "auto")):
-        proto, corrected = correct_biases(proto, plan, rng.channel_means)
+        biases = bias_corrections(proto, plan, rng.channel_means)
     out = insert_qdq(proto, plan, rng.amaxes, check=False)
+    corrected = apply_bias_corrections(out, biases) if biases else {}
     fp16 = {n for n, p in pinned.items() if p.precision is Precision.FP16}
     casts = 0
     if fp16:

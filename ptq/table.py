@@ -103,9 +103,14 @@ class CalibrationTable:
         return {n: t.amax[key] for n, t in self.tensors.items()}
 
     def channel_means(self) -> dict[str, np.ndarray]:
-        """Per-channel means of every tensor that has them (tables from ptq >= 0.x auto)."""
-        return {n: np.asarray(t.channel_mean, np.float64) for n, t in self.tensors.items()
-                if t.channel_mean is not None}
+        """Per-channel means of every tensor that has them (`auto` tables), converted once:
+        the sensitivity analyzer quantizes hundreds of variants from one table."""
+        key = tuple((n, id(t.channel_mean)) for n, t in self.tensors.items())
+        if getattr(self, "_means_key", None) != key:
+            self._means = {n: np.asarray(t.channel_mean, np.float64)
+                           for n, t in self.tensors.items() if t.channel_mean is not None}
+            self._means_key = key
+        return self._means
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "ptq_version": self.ptq_version, "model": self.model,

@@ -36,23 +36,23 @@ METADATA_KEY = "ptq.bias_correction"
 
 def rounding_error(w: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
     """DQ(Q(w)) - w for symmetric INT8 with `scale` per channel along `axis` (round half to even,
-    as QuantizeLinear does)."""
-    s = np.asarray(scale, np.float64)
+    as QuantizeLinear does; float32, as QuantizeLinear/DequantizeLinear compute)."""
+    s = np.asarray(scale, np.float32)
     if axis is not None:
         shape = [1] * w.ndim
         shape[axis] = -1
         s = s.reshape(shape)
-    w64 = w.astype(np.float64)
-    return np.clip(np.round(w64 / s), -127, 127) * s - w64
+    w32 = np.asarray(w, np.float32)
+    return (np.clip(np.round(w32 / s), -127, 127) * s - w32).astype(np.float64)
 
 
 def conv_output_shift(dw: np.ndarray, mean: np.ndarray, group: int = 1) -> np.ndarray:
     """Mean change of each output channel of a Conv whose weights change by `dw` [O, C/g, ...],
     for inputs with per-channel mean `mean` [C]."""
     out_ch, per_group = dw.shape[0], dw.shape[1]
-    g_of = np.arange(out_ch) // (out_ch // group)
-    idx = g_of[:, None] * per_group + np.arange(per_group)[None, :]
-    return (dw.reshape(out_ch, per_group, -1).sum(axis=2) * np.asarray(mean)[idx]).sum(axis=1)
+    taps = dw.reshape(group, out_ch // group, per_group, -1).sum(axis=3)   # [g, O/g, C/g]
+    mu = np.asarray(mean, np.float64).reshape(group, 1, per_group)
+    return (taps * mu).sum(axis=2).reshape(out_ch)
 
 
 def gemm_output_shift(db: np.ndarray, mean: np.ndarray, trans_b: bool = False) -> np.ndarray:
@@ -68,19 +68,15 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def correct_biases(model: onnx.ModelProto, plan: QdqPlan,
-                   channel_means: Mapping[str, np.ndarray]) -> tuple[onnx.ModelProto, dict]:
-    """A copy of `model` whose planned Conv/Gemm nodes carry corrected biases, and
-    {node: largest |shift| removed}. Nodes without a per-channel mean for their input (or
-    with a layout this pass does not know) are left as they are."""
-    out = copy_model(model)
-    g = GraphIndex.build(out.graph)
-    names = UniqueNames(out)
-    new_inits: list[onnx.TensorProto] = []
-    replaced: set[str] = set()
-    record: dict[str, float] = {}
+def bias_corrections(model: onnx.ModelProto, plan: QdqPlan,
+                     channel_means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{node name: corrected FP32 bias} for the planned Conv/Gemm nodes (read-only on `model`).
+    Nodes without a per-channel mean for their input, or with a layout this pass does not
+    know (transA, a non-constant or broadcast bias, beta 0), are left out."""
+    g = GraphIndex.build(model.graph)
+    out: dict[str, np.ndarray] = {}
     for (i, slot), wq in plan.weights.items():
-        node = out.graph.node[i]
+        node = model.graph.node[i]
         mean = channel_means.get(node.input[0])
         if mean is None or slot != 1 or node.op_type not in ("Conv", "Gemm"):
             continue
@@ -99,8 +95,7 @@ def correct_biases(model: onnx.ModelProto, plan: QdqPlan,
                 continue
             shift = float(_attr(node, "alpha", 1.0)) * gemm_output_shift(dw, mean, trans_b) \
                 / float(_attr(node, "beta", 1.0))
-        has_bias = len(node.input) > 2 and node.input[2]
-        if has_bias:
+        if len(node.input) > 2 and node.input[2]:
             if not g.is_constant(node.input[2]):
                 continue
             bias = g.constant_array(node.input[2]).astype(np.float64)
@@ -109,24 +104,47 @@ def correct_biases(model: onnx.ModelProto, plan: QdqPlan,
             bias = bias.reshape(-1)
         else:
             bias = np.zeros(shift.size)
-        name = names(f"{node.input[2] if has_bias else node.name + '_bias'}_corrected")
-        new_inits.append(numpy_helper.from_array((bias - shift).astype(np.float32), name))
-        if has_bias:
-            old = node.input[2]
-            node.input[2] = name
-            if old in g.initializers and len(g.consumers.get(old, [])) == 1:
-                replaced.add(old)
-        elif len(node.input) > 2:
+        out[node.name] = (bias - shift).astype(np.float32)
+    return out
+
+
+def apply_bias_corrections(model: onnx.ModelProto, biases: Mapping[str, np.ndarray]
+                           ) -> dict[str, float]:
+    """Point each named node at its corrected bias, IN PLACE (on a model the caller owns, e.g.
+    insert_qdq's output); old bias initializers nothing else reads are dropped. Returns
+    {node: largest |shift| removed} for the metadata."""
+    g = GraphIndex.build(model.graph)
+    names = UniqueNames(model)
+    record: dict[str, float] = {}
+    new_inits, dropped = [], set()
+    for node in model.graph.node:
+        if node.name not in biases:
+            continue
+        new = biases[node.name]
+        old = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        before = g.constant_array(old).reshape(-1) if old else np.zeros_like(new)
+        name = names(f"{old or node.name + '_bias'}_corrected")
+        new_inits.append(numpy_helper.from_array(new, name))
+        if len(node.input) > 2:
             node.input[2] = name
         else:
             node.input.append(name)
-        record[node.name] = float(np.abs(shift).max()) if shift.size else 0.0
-    if replaced:
-        keep = [t for t in out.graph.initializer if t.name not in replaced]
-        del out.graph.initializer[:]
-        out.graph.initializer.extend(keep)
-    out.graph.initializer.extend(new_inits)
-    return out, record
+        if old in g.initializers and len(g.consumers.get(old, [])) == 1:
+            dropped.add(old)
+        record[node.name] = float(np.abs(new.astype(np.float64) - before).max()) if new.size else 0.0
+    if dropped:
+        keep = [t for t in model.graph.initializer if t.name not in dropped]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+    model.graph.initializer.extend(new_inits)
+    return record
+
+
+def correct_biases(model: onnx.ModelProto, plan: QdqPlan,
+                   channel_means: Mapping[str, np.ndarray]) -> tuple[onnx.ModelProto, dict]:
+    """A corrected copy of `model` and {node: largest |shift| removed} (both steps at once)."""
+    out = copy_model(model)
+    return out, apply_bias_corrections(out, bias_corrections(model, plan, channel_means))
 
 
 def metadata_value(record: dict[str, float]) -> str:
