@@ -14,7 +14,7 @@ from ptq.datasets import fixed_batch
 from ptq.errors import ConfigError
 from ptq.graph.model import graph_inputs, load_model
 from ptq.graph.rules import DEFAULT_OP_TYPES
-from ptq.evaluate import measure_accuracy
+from ptq.evaluate import accuracy_lines, accuracy_report
 from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantize_with_summary,
                               save_model)
 from ptq.trtexec import commands_text, trt_commands
@@ -33,7 +33,8 @@ Patterns match node names exactly or as a full regular expression ("conv1" never
 matches "conv10"); a pattern matching nothing is an error listing near names.
 
 Then both models run in ONNX Runtime on the calibration images (or --eval) and the
-cosine, max-abs error and top-1 agreement are printed, with the trtexec command
+cosine, max-abs error and top-1 agreement (on the class axis; map IoU and text-box
+agreement for probability maps) are printed per output, the worst named, with the trtexec command
 lines (also saved next to the model as <name>.trtexec.txt).
 Default op types: {' '.join(DEFAULT_OP_TYPES)}."""
 
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if source is not None and args.quiet == 0:
         bs = fixed_batch(graph_inputs(model)) or args.batch_size or 16
         with progress_bar(args, len(source), "evaluating") as update:
-            accuracy = measure_accuracy(args.model, result.model, source.batches(bs),
+            accuracy = accuracy_report(args.model, result.model, source.batches(bs),
                                         providers=args.providers, optimization="disable",
                                         progress=update)
     if args.quiet == 0:
@@ -186,15 +187,8 @@ def _print_summary(summary, output: Path, txt: Path) -> None:
     print(f"  wrote {txt}")
 
 
-def _print_accuracy(accuracy: dict | None, source, why: str) -> None:
+def _print_accuracy(accuracy, source, why: str) -> None:
     if accuracy is None:
         print(f"accuracy: not measured ({why})")
         return
-    where = source.describe().get("source", "the evaluation data")
-    line = f"accuracy vs FP32 on {where} (ONNX Runtime, optimizations off): " \
-           f"cosine {accuracy['cosine']:.5f}, max-abs {accuracy['max-abs']:.4g}"
-    if "top1" in accuracy:
-        line += f", top-1 agreement {accuracy['top1']:.2%}"
-    if "top1-acc" in accuracy:
-        line += f", top-1 accuracy {accuracy['top1-acc']:.2%} (FP32 {accuracy['top1-acc-fp32']:.2%})"
-    print(line)
+    print("\n".join(accuracy_lines(accuracy, source.describe().get("source", "the evaluation data"))))
