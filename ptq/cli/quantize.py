@@ -17,7 +17,7 @@ from ptq.graph.rules import DEFAULT_OP_TYPES
 from ptq.evaluate import accuracy_lines, accuracy_report
 from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantize_with_summary,
                               save_model)
-from ptq.trtexec import commands_text, trt_commands
+from ptq.trtexec import commands_text, shapes_for, trt_commands
 from ptq.table import CalibrationTable
 
 DESCRIPTION = f"""\
@@ -74,6 +74,10 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", default=None, metavar="ONNX",
                    help="quantized model path (default: <model>.int8.onnx next to the model)")
+    g.add_argument("--shapes", default=None, metavar="NAME:DIMS[,...]",
+                   help="optimization profile of dynamic inputs for the trtexec lines: "
+                        "x:1x3x640x640 (fixed) or x:1x3x320x320/4x3x640x640/8x3x960x960 "
+                        "(min/opt/max; default: the calibration size, batch 1..its batch size)")
     g.add_argument("--trt-version", default="all", metavar="V",
                    help="print the trtexec line for TensorRT 11, 10 (or 8.6, 10.3.0, ...) or all "
                         "(default: all)")
@@ -104,9 +108,12 @@ def run(args: argparse.Namespace) -> int:
     source, why = (None, "--no-eval") if args.no_eval else _eval_source(args, model, table)
     result = quantize_with_summary(args.model, args.ranges or args.cache, pins=pins, config=config)
     cache = Path(args.cache) if args.cache else _cache_next_to(args.ranges, config.algo)
+    recorded = table.data if table is not None else {}
+    shapes, shape_note = shapes_for(graph_inputs(model), args.shapes,
+                                    recorded.get("preprocessing"), recorded.get("batch_size"))
     commands = trt_commands(output, cache_path=cache, pins=result.summary.pins,
-                            fp32_model=args.model)
-    text = commands_text(commands, versions, cache)
+                            fp32_model=args.model, shapes=shapes)
+    text = commands_text(commands, versions, cache) + (f"{shape_note}\n" if shape_note else "")
     save_model(result.model, output)
     txt = write_text(output.with_suffix(".trtexec.txt"), text)
     if args.quiet == 0:
