@@ -29,7 +29,7 @@ never faked: a DBNet map has no top-1.
 
 Which axis is the class axis: `OutputSpec` per output, from its shape and the
 model's input layout (`infer_spec`, rules in its docstring), overridable by name
-(`parse_spec_override`, the CLI's `--output NAME=KIND[:AXIS]`).
+(`parse_spec_override`, the CLI's `--output-kind NAME=KIND[:AXIS]`).
 """
 from __future__ import annotations
 
@@ -163,14 +163,14 @@ def parse_spec_override(text: str) -> tuple[str, OutputSpec]:
     kind, _, arg = rest.partition(":")
     if not sep or not name or kind not in KINDS:
         raise ConfigError(f"bad output spec {text!r}: expected NAME=KIND[:AXIS] with KIND one of "
-                          f"{', '.join(KINDS)}", hint="e.g. --output probs=sequence:2 maps=map:0.3")
+                          f"{', '.join(KINDS)}", hint="e.g. --output-kind probs=sequence:2 maps=map:0.3")
     try:
         if kind == "map":
             return name, OutputSpec("map", threshold=float(arg) if arg else MAP_THRESHOLD)
         axis = int(arg) if arg else None
     except ValueError:
         raise ConfigError(f"bad output spec {text!r}: {arg!r} is not a number",
-                          hint="e.g. --output probs=sequence:2") from None
+                          hint="e.g. --output-kind probs=sequence:2") from None
     if kind == "detection":
         return name, OutputSpec("detection", groups=(("box", 0, 4), ("scores", 4, None)),
                                 group_axis=1 if axis is None else axis)
@@ -186,7 +186,7 @@ def output_specs(outputs: Mapping[str, np.ndarray], input_layout: str = "NCHW",
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(outputs)
     if unknown:
-        raise ConfigError(f"--output names {sorted(unknown)} are not outputs of the model",
+        raise ConfigError(f"--output-kind names {sorted(unknown)} are not outputs of the model",
                           hint=f"outputs: {', '.join(outputs)}")
     out = {}
     for name, value in outputs.items():
@@ -409,7 +409,7 @@ class NotApplicable(ConfigError):
                    and any(m.applies(s) for s in specs.values())]
         super().__init__(f"metric '{metric}' does not apply to any output ({kinds})",
                          hint=f"use cosine{''.join(', ' + s for s in suggest)}, or declare the "
-                              "output's kind with --output NAME=KIND[:AXIS]")
+                              "output's kind with --output-kind NAME=KIND[:AXIS]")
         self.metric = metric
 
 

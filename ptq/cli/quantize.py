@@ -15,6 +15,7 @@ from ptq.errors import ConfigError
 from ptq.graph.model import graph_inputs, load_model
 from ptq.graph.rules import DEFAULT_OP_TYPES
 from ptq.evaluate import accuracy_lines, accuracy_report
+from ptq.metrics import parse_spec_override
 from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantize_with_summary,
                               save_model)
 from ptq.trtexec import commands_text, shapes_for, trt_commands
@@ -68,6 +69,11 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="images (or .npy/.npz) to measure accuracy on (default: the calibration "
                         "images named in ranges.json)")
     g.add_argument("--no-eval", action="store_true", help="skip the accuracy measurement")
+    g.add_argument("--output-kind", dest="output_kind", nargs="+", default=(),
+                   metavar="NAME=KIND[:AXIS]",
+                   help="how to read an output when its shape misleads (as `ptq sensitivity "
+                        "--output-kind`): classes|sequence|dense[:class axis], map[:threshold], "
+                        "detection[:attribute axis], tensor")
     add_data_args(p, required=False)
     p.set_defaults(preset=None)  # None = the preprocessing recorded in ranges.json
     add_runtime_args(p)
@@ -106,6 +112,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the output would overwrite the input model", path=output,
                           hint="pass another -o path")
     source, why = (None, "--no-eval") if args.no_eval else _eval_source(args, model, table)
+    specs = dict(parse_spec_override(t) for t in args.output_kind)
+    unknown = set(specs) - {o.name for o in model.graph.output}
+    if unknown:
+        raise ConfigError(f"--output-kind names {sorted(unknown)}, not outputs of the model",
+                          path=args.model,
+                          hint=f"outputs: {', '.join(o.name for o in model.graph.output)}")
     result = quantize_with_summary(args.model, args.ranges or args.cache, pins=pins, config=config)
     cache = Path(args.cache) if args.cache else _cache_next_to(args.ranges, config.algo)
     recorded = table.data if table is not None else {}
@@ -123,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
         bs = fixed_batch(graph_inputs(model)) or args.batch_size or 16
         with progress_bar(args, len(source), "evaluating") as update:
             accuracy = accuracy_report(args.model, result.model, source.batches(bs),
-                                        providers=args.providers, optimization="disable",
-                                        progress=update)
+                                       providers=args.providers, optimization="disable",
+                                       progress=update, specs=specs)
     if args.quiet == 0:
         _print_accuracy(accuracy, source, why)
         print(text, end="")

@@ -71,7 +71,8 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     g.add_argument("--metric", nargs="+", default=None, metavar="METRIC",
                    help="metrics, the first ranks (default: cosine, + top1 where an output has a "
                         "class axis, + map-iou box-f1 where an output is a probability map)")
-    g.add_argument("--output", nargs="+", default=(), metavar="NAME=KIND[:AXIS]",
+    g.add_argument("--output-kind", dest="output_kind", nargs="+", default=(),
+                   metavar="NAME=KIND[:AXIS]",
                    help="how to read an output when its shape misleads: KIND classes|sequence|"
                         "dense (AXIS = class axis), map (AXIS = threshold, default 0.3), "
                         "detection (AXIS = attribute axis), tensor (no top-k)")
@@ -146,7 +147,7 @@ def build_config(args: argparse.Namespace, outdir: Path):
     return SensitivityConfig(
         mode=args.mode, pin=args.pin, metrics=tuple(args.metric or ()), labels=args.labels,
         decoder=args.decoder, quantize=qconfig, nodes=tuple(args.nodes), fp16=tuple(args.fp16),
-        outputs=tuple(parse_spec_override(t) for t in args.output),
+        outputs=tuple(parse_spec_override(t) for t in args.output_kind),
         eval_images=args.eval_images, calib_images=args.max_images, batch_size=args.batch_size,
         jobs=args.jobs, executor=args.executor, backend=args.backend, providers=args.providers,
         optimization=args.optimization,

@@ -44,8 +44,21 @@ def test_overlapping_fp16_fp32_and_unknown_output_are_one_line_errors(digits_mod
     assert main([*base, "--fp16", "conv.*", "--fp32", "conv2"]) == 1
     err = capsys.readouterr().err
     assert "pinned to both" in err and err.count("\n") == 1
-    assert main([*base, "--output", "scores=classes"]) == 1
+    assert main([*base, "--output-kind", "scores=classes"]) == 1
     assert "not outputs of the model" in capsys.readouterr().err
     assert main([*base, "--metric", "map-iou"]) == 1
     assert "does not apply to any output" in capsys.readouterr().err
     assert not (tmp_path / "o" / "sensitivity.json").exists()
+
+
+def test_quantize_output_kind_override(digits_model_path, digits_ranges, tmp_path, capsys):
+    """--output-kind logits=tensor: no top-1 on that output; an unknown name fails first."""
+    out = tmp_path / "m.int8.onnx"
+    assert main(["quantize", str(digits_model_path), "--ranges", str(digits_ranges),
+                 "-o", str(out), "--output-kind", "logits=tensor"]) == 0
+    text = capsys.readouterr().out
+    assert "logits [tensor]: cosine" in text and "top-1 agreement" not in text
+    bad = tmp_path / "bad.int8.onnx"
+    assert main(["quantize", str(digits_model_path), "--ranges", str(digits_ranges),
+                 "-o", str(bad), "--output-kind", "scores=map"]) == 1
+    assert "not outputs of the model" in capsys.readouterr().err and not bad.exists()
