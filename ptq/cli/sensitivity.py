@@ -47,7 +47,7 @@ examples:
   ptq sensitivity model.onnx --data val/ --labels --metric top1 cosine --mode both --jobs 2
   ptq sensitivity model.onnx --data val/ --labels --metric top1 --auto --target "top1>=0.99" --max-pins 5
   ptq sensitivity det.onnx --data val.npz --metric map50 --decoder mymodels.yolo:decode
-  ptq sensitivity dbnet.onnx --data photos/ --size 640 --metric box-f1 map-iou --fp32 'p2o\.Conv\.0'
+  ptq sensitivity dbnet.onnx --data photos/ --size 640 --metric box-f1 map-iou --fp32 'p2o\\.Conv\\.0'
 
 exit codes: 0 done (with --auto: target met), 1 error, 2 usage,
             {EXIT_TARGET_NOT_MET} --auto finished without meeting the target
