@@ -27,6 +27,10 @@ COMMANDS: dict[str, Command] = {
     "quantize": Command("ptq.cli.quantize", "write an explicitly quantized (Q/DQ) ONNX for TensorRT"),
     "sensitivity": Command("ptq.cli.sensitivity", "rank layers by how much pinning them to FP16/FP32 helps"),
     "report": Command("ptq.cli.report", "write a self-contained HTML review page"),
+    "lint": Command("ptq.cli.lint", "check Q/DQ placement against TensorRT's rules, before a build"),
+    "inspect": Command("ptq.cli.inspect", "what TensorRT did with the graph: layers, precisions, "
+                                          "reformats, from trtexec's JSON"),
+    "bench": Command("ptq.cli.bench", "latency and throughput with trtexec's metric names"),
     "demo": Command("ptq.cli.demo", "run the whole workflow on a real EfficientNet-Lite0 and real photos"),
 }
 
