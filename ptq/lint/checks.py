@@ -236,7 +236,9 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
             nonzero.append(node.name)
         if scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1 and \
                 not any(a.name == "axis" for a in node.attribute):
-            no_axis.append(node.name)
+            data = consts.get(node.input[0])
+            fits = [a for a, d in enumerate(data.dims) if d == scale.dims[0]] if data else []
+            no_axis.append((node.name, 1 if 1 in fits else fits[0] if len(fits) == 1 else None))
     out = []
     if uint8:
         out.append(Finding(
@@ -265,13 +267,18 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
             fix_note="" if len(no_zp_fix) == len(no_zp) else
             "per-channel nodes need a zero-point vector; only per-tensor ones are fixed"))
     if no_axis:
+        fixes = [(n, a) for n, a in no_axis if a is not None]
+        names = [n for n, _ in no_axis]
         out.append(Finding(
-            "qdq-no-axis", "warning", no_axis,
-            f"{len(no_axis)} per-channel Q/DQ nodes have no axis attribute: {_names(no_axis)}",
+            "qdq-no-axis", "warning", names,
+            f"{len(names)} per-channel Q/DQ nodes have no axis attribute: {_names(names)}",
             "ONNX defaults the axis to 1, TensorRT's parser to 0: for a Conv weight [K,C,..] "
             "they quantize different dimensions",
-            "engine and ONNX Runtime disagree; write the axis explicitly (1, what ONNX Runtime "
-            "computes today)", fix=("axis", no_axis, 1)))
+            "engine and ONNX Runtime disagree; write the axis explicitly",
+            fix=("axis", fixes) if fixes else None,
+            fix_note="the axis written is ONNX's default 1 when the scale fits it (what ONNX "
+                     "Runtime computes), else the only dimension the scale fits"
+            if fixes else "the weight shape is unknown, so the axis cannot be chosen"))
     bad_ops = [n.name for n in g.node if n.op_type in UNSUPPORTED_QOPS]
     if bad_ops:
         out.append(Finding(

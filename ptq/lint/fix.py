@@ -49,8 +49,8 @@ def apply_fixes(model: onnx.ModelProto, findings: list[Finding]) -> tuple[onnx.M
                     node.input.append("")
                 node.input[2] = zero_name
         elif kind == "axis":
-            for name in f.fix[1]:
-                by_name[name].attribute.append(helper.make_attribute("axis", int(f.fix[2])))
+            for name, axis in f.fix[1]:
+                by_name[name].attribute.append(helper.make_attribute("axis", int(axis)))
         done.append(f)
     _drop_dead_qdq(out)
     _topological_sort(out.graph)
@@ -89,3 +89,16 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
         copies.append(c)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+def _drop_dead_qdq(model: onnx.ModelProto) -> None:
+    """Remove Q/DQ nodes whose outputs nothing reads any more (repeat: a dead DQ frees its Q)."""
+    while True:
+        used = {x for n in model.graph.node for x in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            model.graph.node.remove(n)
