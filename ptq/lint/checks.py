@@ -220,6 +220,7 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
     consts = {t.name: t for t in g.initializer}
     consts.update({n.output[0]: next(a.t for a in n.attribute if a.name == "value")
                    for n in g.node if n.op_type == "Constant" and n.attribute})
+    producer = {o: n for n in g.node for o in n.output}
     no_zp, no_zp_fix, uint8, nonzero, no_axis = [], [], [], [], []
     for node in g.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
@@ -237,6 +238,9 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
         if scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1 and \
                 not any(a.name == "axis" for a in node.attribute):
             data = consts.get(node.input[0])
+            q = producer.get(node.input[0])
+            if data is None and q is not None and q.op_type == "QuantizeLinear":
+                data = consts.get(q.input[0])             # DQ of a Q of the float weight
             fits = [a for a, d in enumerate(data.dims) if d == scale.dims[0]] if data else []
             no_axis.append((node.name, 1 if 1 in fits else fits[0] if len(fits) == 1 else None))
     out = []

@@ -102,3 +102,13 @@ def _drop_dead_qdq(model: onnx.ModelProto) -> None:
             return
         for n in dead:
             model.graph.node.remove(n)
+
+
+def _unique(model: onnx.ModelProto, base: str) -> str:
+    taken = {t.name for t in model.graph.initializer} | {o for n in model.graph.node
+                                                         for o in n.output}
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
