@@ -62,10 +62,12 @@ def parse_log(path: str | Path, label: str | None = None) -> BenchResult:
     if "Throughput" not in metrics or "GPU Compute Time" not in metrics:
         raise TrtexecOutputError("the performance summary has no Throughput / GPU Compute "
                                  "Time lines", path=path, hint="pass an unedited trtexec log")
+    trace = re.search(r"Timing trace has (\d+) queries over", text)
     cmd = re.search(r"&&&& (?:RUNNING|PASSED) TensorRT\.trtexec.*?# (trtexec .*)", text)
     batch = _batch_from_shapes(cmd.group(1)) if cmd else None
     notes = [cmd.group(1).strip()] if cmd else []
-    return BenchResult(label or path.name.split(".")[0], "trtexec-log", metrics, batch=batch,
+    return BenchResult(label or path.name.split(".")[0], "trtexec-log", metrics,
+                       queries=int(trace.group(1)) if trace else None, batch=batch,
                        source=str(path), notes=notes)
 
 
