@@ -16,6 +16,7 @@ session computes (the names are kept so results line up with trtexec's).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Sequence
 
 PER_QUERY = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
@@ -24,8 +25,11 @@ STATS = ("min", "max", "mean", "median", "p90", "p95", "p99")
 
 
 def percentile(sorted_ms: Sequence[float], p: float) -> float:
+    """trtexec's rule in exact arithmetic: drop the floor((100 - p) * n / 100) largest values.
+    (trtexec computes the product in floating point, which can land one sample off when it
+    is an exact integer, e.g. p90 of 100 values.)"""
     n = len(sorted_ms)
-    exclude = int((1 - p / 100) * n)
+    exclude = int(Fraction(100 - Fraction(str(p))) * n / 100)
     return float(sorted_ms[max(n - 1 - exclude, 0)])
 
 
