@@ -1,7 +1,7 @@
 """Measured TensorRT figures the lint findings cite (so "expected effect" is a number, not a hunch).
 
 Source: NVIDIA's trex ResNet18 example engines (TensorRT 8.4, A100 80GB PCIe, batch 32,
-`trtexec` with CUDA graphs), copied with their manifest to ../shared/fixtures/trt/
+`trtexec` with CUDA graphs), copied with their manifest to tests/data/trt/
 trex-resnet18-a100/<variant>/*.profile.metadata.json, key performance_summary.Throughput.
 tests/lint/test_evidence.py re-reads those files and checks every number here.
 """

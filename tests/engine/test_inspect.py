@@ -1,4 +1,4 @@
-"""`ptq inspect` on the real TensorRT-written files in ../shared/fixtures/trt (see its MANIFEST.md:
+"""`ptq inspect` on the real TensorRT-written files in tests/data/trt (copied from ../shared/fixtures/trt) (see its MANIFEST.md:
 trex's ResNet18/A100 and MobileNet engines, TensorRT 8.2/8.4, Apache-2.0).
 
 Every expected number is counted here with a few lines of plain `json`, never by ptq. The
@@ -10,7 +10,6 @@ TensorRT 10's `Metadata: [ONNX Layer: ...]`; no public TensorRT 11 file exists.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -23,9 +22,7 @@ from ptq.cli import main
 from ptq.engine import compare_engines, int8_intent, load_engine, summarize
 from ptq.engine.draw import engine_svg
 
-FIX = Path(os.environ.get("PTQ_TRT_FIXTURES", "/work/shared/fixtures/trt"))
-if not FIX.is_dir():
-    pytest.skip(f"TensorRT fixtures not found at {FIX}", allow_module_level=True)
+FIX = Path(__file__).resolve().parents[1] / "data" / "trt"   # copied with MANIFEST.md
 RESNET = FIX / "trex-resnet18-a100"
 GRAPHS = sorted(FIX.glob("*/*.graph.json")) + sorted(RESNET.glob("*/*.graph.json"))
 

@@ -8,10 +8,9 @@ import pytest
 
 from ptq.lint.evidence import RESNET18_A100_QPS
 
-FIX = Path("/work/shared/fixtures/trt/trex-resnet18-a100")
+FIX = Path(__file__).resolve().parents[1] / "data" / "trt" / "trex-resnet18-a100"
 
 
-@pytest.mark.skipif(not FIX.is_dir(), reason="TensorRT fixtures not present")
 @pytest.mark.parametrize("variant", sorted(RESNET18_A100_QPS))
 def test_qps_read_from_the_fixture(variant: str) -> None:
     meta = next((FIX / variant).glob("*.profile.metadata.json"))

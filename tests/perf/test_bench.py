@@ -1,10 +1,9 @@
-"""`ptq bench`: trtexec's metrics from real trtexec output (../shared/fixtures/trt, see its
+"""`ptq bench`: trtexec's metrics from real trtexec output (tests/data/trt (copied from ../shared/fixtures/trt), see its
 MANIFEST.md) and from ONNX Runtime CPU on the digits CNN. Expected values are read from the
 files by this test's own regex / json, or are trtexec's printed summary itself."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -14,9 +13,8 @@ from ptq.cli import main
 from ptq.errors import BackendUnavailable, ConfigError
 from ptq.perf import METRICS, BenchConfig, parse_log, parse_times, stats_of
 
-FIX = Path(os.environ.get("PTQ_TRT_FIXTURES", "/work/shared/fixtures/trt"))
+FIX = Path(__file__).resolve().parents[1] / "data" / "trt"   # copied with MANIFEST.md
 LOGS = sorted((FIX / "trtexec-logs").glob("*.log"))
-needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason="TensorRT fixtures not present")
 
 
 def _summary_by_hand(text: str) -> dict:
@@ -36,7 +34,6 @@ def _summary_by_hand(text: str) -> dict:
     return out
 
 
-@needs_fixtures
 @pytest.mark.parametrize("log", LOGS, ids=lambda p: p.name)
 def test_parse_log_matches_the_file(log: Path) -> None:
     by_hand = _summary_by_hand(log.read_text())
@@ -54,7 +51,6 @@ def test_parse_log_matches_the_file(log: Path) -> None:
     assert res.queries == int(re.search(r"Timing trace has (\d+) queries", log.read_text()).group(1))
 
 
-@needs_fixtures
 def test_manifest_figures() -> None:
     """MANIFEST.md: FP32 166.041 qps (median 5.94946 ms), PTQ 321.422 (1.59741), QAT 324.544 (1.61377)."""
     got = {p.name.split("_")[1]: parse_log(p).metrics for p in LOGS}
@@ -62,7 +58,6 @@ def test_manifest_figures() -> None:
             ("base", "ptq", "qat")] == [(166.041, 5.94946), (321.422, 1.59741), (324.544, 1.61377)]
 
 
-@needs_fixtures
 def test_times_reproduce_trtexecs_own_summary() -> None:
     """The ResNet18 FP32 --exportTimes records against the summary trtexec printed for the same
     run (trex's profile.metadata.json: [min, max, mean, median, p99] in ms)."""
