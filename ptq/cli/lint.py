@@ -55,24 +55,32 @@ def _wrap(label: str, text: str) -> list[str]:
                          subsequent_indent=" " * 12) or [f"    {label}"]
 
 
-def render(result, fixed_rules: set[int] | None = None) -> str:
+def render(result, fixed: set[int] | None = None) -> str:
+    """Findings grouped by rule: why and effect once per rule, then each occurrence."""
     counts = result.counts()
-    head = (f"{result.path or 'model'}: {result.qdq_pairs} activation Q/DQ pairs; "
-            + (", ".join(f"{v} {k}(s)" for k, v in counts.items()) if counts else "no findings"))
-    out = [head]
+    out = [f"{result.path or 'model'}: {result.qdq_pairs} activation Q/DQ pairs; "
+           + (", ".join(f"{v} {k}(s)" for k, v in counts.items()) if counts else "no findings")]
+    groups: dict[str, list[int]] = {}
     for i, f in enumerate(result.findings):
+        groups.setdefault(f.rule, []).append(i)
+    for rule, idx in groups.items():
+        first = result.findings[idx[0]]
         out.append("")
-        out.append(f"{f.severity:<8}{f.rule}: {f.message}")
-        out.append(f"    nodes   {', '.join(f.nodes[:8])}{' ...' if len(f.nodes) > 8 else ''}")
-        out += _wrap("why", f.why)
-        out += _wrap("effect", f.effect)
-        if fixed_rules is not None:
-            state = "fixed" if i in fixed_rules else f"not fixed: {f.fix_note or 'no safe rewrite'}"
-            out += _wrap("fix", state)
-        elif f.fix is not None:
-            out += _wrap("fix", "safe to fix automatically (--fix)")
-        elif f.fix_note:
-            out += _wrap("fix", f"manual: {f.fix_note}")
+        out.append(f"{first.severity} {rule} ({len(idx)})")
+        out += _wrap("why", first.why)
+        out += _wrap("effect", first.effect)
+        for i in idx:
+            f = result.findings[i]
+            if fixed is not None:
+                state = "fixed" if i in fixed else f"not fixed: {f.fix_note or 'no safe rewrite'}"
+            elif f.fix is not None:
+                state = "fixable with --fix"
+            else:
+                state = f"manual: {f.fix_note}" if f.fix_note else ""
+            out += textwrap.wrap(f"- {f.message} [{', '.join(f.nodes[:6])}"
+                                 f"{' ...' if len(f.nodes) > 6 else ''}]"
+                                 + (f" -> {state}" if state else ""), 96,
+                                 initial_indent="  ", subsequent_indent="      ")
     return "\n".join(out)
 
 

@@ -80,8 +80,8 @@ def check_epilogue(v: QdqView) -> list[Finding]:
                 "op's kernel; a Q/DQ in between quantizes the weighted op's output and splits "
                 "the fusion (guide: 'do not simulate batch-normalization and ReLU fusions', "
                 "'by default, do not quantize the outputs of weighted-operations')",
-                f"{node.name} runs as a separate layer plus a quantize step instead of inside "
-                f"{conv}'s kernel; removing the pair restores the fusion and removes a "
+                "the epilogue runs as a separate layer plus a quantize step instead of inside "
+                "the weighted op's kernel; removing the pair restores the fusion and removes a "
                 "rounding step (accuracy same or better)",
                 fix=("remove", node.name, slot)))
     return out
@@ -109,8 +109,8 @@ def check_residual(v: QdqView) -> list[Finding]:
                 "TensorRT fuses a residual Add into the conv that produces its conv-branch "
                 "input; Q/DQ on that input quantizes the conv's output and prevents the "
                 "Conv+Add(+ReLU) fusion (only the skip input should be quantized)",
-                f"{node.name} becomes a separate element-wise layer; removing the pair lets it "
-                f"fuse into {conv} ({evidence.residual_effect()})",
+                "the Add runs as a separate element-wise layer; removing the pair lets it fuse "
+                f"into the conv (the fusion behind: {evidence.residual_effect()})",
                 fix=("remove", node.name, fused)))
         skip_pair = v.quantized(node.name, skip)
         if skip_pair is None and backbone is not None and v.is_int8_conv(backbone):
