@@ -101,14 +101,18 @@ def step_report(res: DemoResult) -> Path:
     return out.path
 
 
-def step_lint(res: DemoResult):
-    """TensorRT placement check of the Q/DQ model (`ptq lint`), findings kept as lint.json."""
+def step_lint(res: DemoResult) -> dict:
+    """TensorRT placement check (`ptq lint`) of the Q/DQ model and of the mixed-precision
+    model the fallback wrote, kept as lint.json."""
     from ptq.atomic import write_json
     from ptq.lint import lint_model
 
-    result = lint_model(res.artifacts["int8.onnx"])
-    res.artifacts["lint.json"] = write_json(res.outdir / "lint.json", result.to_dict())
-    return result
+    models = {n: p for n, p in res.artifacts.items()
+              if n == "int8.onnx" or n.endswith(".auto.onnx")}
+    results = {Path(p).name: lint_model(p) for p in models.values()}
+    res.artifacts["lint.json"] = write_json(res.outdir / "lint.json",
+                                            {k: r.to_dict() for k, r in results.items()})
+    return results
 
 
 def step_bench(res: DemoResult, duration_s: float = 1.0):

@@ -58,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v:.4g}" for k, v in a.metrics.items()))
     report = demo.step_report(res)
     say(f"[5/5] report: {report}")
-    lint = demo.step_lint(res)
-    say(f"      lint (TensorRT Q/DQ placement): {lint.qdq_pairs} activation Q/DQ pairs, "
-        + (", ".join(f"{v} {k}(s)" for k, v in lint.counts().items()) or "no findings")
-        + " -> lint.json")
+    for name, lint in demo.step_lint(res).items():
+        rules = sorted({f.rule for f in lint.findings})
+        say(f"      lint {name}: {lint.qdq_pairs} activation Q/DQ pairs, "
+            + (", ".join(f"{v} {k}(s)" for k, v in lint.counts().items()) or "no findings")
+            + (f" ({', '.join(rules)})" if rules else "") + " -> lint.json")
     bench = demo.step_bench(res)
     fp32, int8 = (r.metrics for r in bench)
     say(f"      bench (ONNX Runtime CPU, batch 1, trtexec metrics): FP32 "

@@ -294,6 +294,34 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
     return out
 
 
+def check_cast_in_epilogue(v: QdqView) -> list[Finding]:
+    """A precision Cast between a weighted op and its activation epilogue (a pin that took the
+    conv but not its ReLU/Clip): TensorRT cannot fuse across a type change."""
+    out = []
+    for node in v.g.nodes:
+        if node.op_type not in ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
+                                "BatchNormalization"):
+            continue
+        src = v.g.producer.get(node.input[0])
+        if src is None or v.g.nodes[src].op_type != "Cast":
+            continue
+        cast = v.g.nodes[src]
+        before = v.g.producer.get(cast.input[0])
+        if before is None or fusible_backbone(v.g, before) is None:
+            continue
+        conv = v.g.nodes[fusible_backbone(v.g, before)].name
+        out.append(Finding(
+            "cast-in-epilogue", "warning", [conv, cast.name, node.name],
+            f"Cast {cast.name} separates {conv} from its epilogue {node.name} ({node.op_type})",
+            "a precision pin that covers the conv but not its activation puts a type change "
+            "inside the Conv+activation fusion; TensorRT runs them as two layers plus a "
+            "reformat",
+            "one extra layer and reformat; pin the epilogue together with its conv",
+            fix_note="changing a pin's extent is a precision decision (re-run the pin with "
+                     "its epilogue)"))
+    return out
+
+
 def check_cast_islands(v: QdqView) -> list[Finding]:
     g = v.g
     out = []
@@ -318,8 +346,8 @@ def check_cast_islands(v: QdqView) -> list[Finding]:
 
 
 CHECKS = (check_qdq_attributes, check_epilogue, check_residual, check_pooling, check_concat,
-          check_reformat_pairs, check_cast_islands)
+          check_reformat_pairs, check_cast_in_epilogue, check_cast_islands)
 RULE_NAMES = ("unsupported-quant-op", "qdq-uint8", "qdq-nonzero-zero-point", "qdq-no-zero-point",
               "qdq-no-axis", "qdq-in-epilogue", "residual-fused-input-qdq",
               "residual-skip-unquantized", "unquantized-pooling", "concat-scale-mismatch",
-              "reformat-pair", "cast-island")
+              "reformat-pair", "cast-in-epilogue", "cast-island")

@@ -273,6 +273,24 @@ def test_cast_island(ops, expect) -> None:
     assert _rules(res) <= {"cast-island"}
 
 
+@pytest.mark.parametrize("cast_after,expect", [("conv", True), ("relu", False)])
+def test_cast_in_epilogue(cast_after, expect) -> None:
+    """A FP16 pin on a conv alone (Cast between Conv and Relu) vs on Conv+Relu together."""
+    w = {"w": np.ones((4, 4, 1, 1), np.float16)}
+    nodes = [helper.make_node("Cast", ["x"], ["x16"], name="to16", to=TensorProto.FLOAT16),
+             helper.make_node("Conv", ["x16", "w"], ["c"], name="conv")]
+    if cast_after == "conv":
+        nodes += [helper.make_node("Cast", ["c"], ["c32"], name="to32", to=TensorProto.FLOAT),
+                  helper.make_node("Relu", ["c32"], ["y"], name="relu")]
+    else:
+        nodes += [helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                  helper.make_node("Cast", ["r"], ["y"], name="to32", to=TensorProto.FLOAT)]
+    res = lint_model(_tiny(nodes, w))
+    assert ("cast-in-epilogue" in _rules(res)) is expect
+    if expect:
+        assert _finding(res, "cast-in-epilogue").nodes == ["conv", "to32", "relu"]
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys, ptq_qdq) -> None:
     assert main(["lint", str(tmp_path / "missing.onnx")]) == 1
     err = capsys.readouterr().err.strip()

@@ -17,8 +17,9 @@ def test_demo_lint_and_bench(tmp_path: Path, digits_model_path: Path, digits_ran
                         config=QuantizeConfig(algo="entropy")), int8)
     res = DemoResult(outdir=tmp_path, model=digits_model_path, photos=tmp_path,
                      artifacts={"int8.onnx": int8})
-    lint = step_lint(res)
-    assert lint.findings == [] and json.loads((tmp_path / "lint.json").read_text())["counts"] == {}
+    lint = step_lint(res)["digits.int8.onnx"]
+    assert lint.findings == []
+    assert json.loads((tmp_path / "lint.json").read_text())["digits.int8.onnx"]["counts"] == {}
     fp32, q = step_bench(res, duration_s=0.2)
     data = json.loads((tmp_path / "bench.json").read_text())
     assert [r["label"] for r in data["results"]] == ["fp32", "int8"]
