@@ -22,6 +22,7 @@ Each finding names the nodes, the rule, why TensorRT cares and the expected effe
   qdq-no-zero-point / qdq-no-axis / qdq-uint8 / qdq-nonzero-zero-point
                              attributes that TensorRT and ONNX read differently, or refuses
   unsupported-quant-op       QLinearConv & co. (operator format: TensorRT needs Q/DQ)
+  cast-in-epilogue           a precision Cast between a conv and its activation
   cast-island                one op alone in FP16/FP32 between Cast pairs
 
 --fix -o OUT.onnx rewrites what is safe: it removes a pair, or rewires an input to a
