@@ -27,6 +27,8 @@ NO_INT8_OPS = ("Sigmoid", "Tanh", "Softmax", "Exp", "Log", "Div", "Sqrt", "Pow",
                "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Selu", "Gelu", "Mish",
                "LayerNormalization", "InstanceNormalization", "ReduceMean", "ReduceSum",
                "ReduceMax", "Resize", "Upsample", "Sin", "Cos", "Reciprocal")
+# Single-input ops between a residual Add and a pooling layer that TensorRT fuses away.
+_PASS_OPS = ("Relu", "Clip", "Identity", "LeakyRelu")
 UNSUPPORTED_QOPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                     "DynamicQuantizeLinear", "QGemm", "QLinearAdd", "QLinearMul",
                     "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool")
@@ -138,8 +140,12 @@ def check_pooling(v: QdqView) -> list[Finding]:
             continue
         src = v.g.producer.get(node.input[0])
         backbone = fusible_backbone(v.g, src) if src is not None else None
-        if backbone is None and src is not None and v.g.nodes[src].op_type == "Add":
-            add = v.g.nodes[src]                       # pooling after a residual block
+        add_index = src
+        while add_index is not None and v.g.nodes[add_index].op_type in _PASS_OPS:
+            live = [x for x in v.g.nodes[add_index].input if x in v.g.producer]
+            add_index = v.g.producer[live[0]] if live else None
+        if backbone is None and add_index is not None and v.g.nodes[add_index].op_type == "Add":
+            add = v.g.nodes[add_index]                 # pooling after a residual block (+ReLU)
             backbone = next((b for x in add.input if x in v.g.producer
                              for b in [fusible_backbone(v.g, v.g.producer[x])]
                              if b is not None), None)

@@ -148,6 +148,27 @@ def test_unquantized_pooling_without_a_pair_to_reuse(ptq_qdq) -> None:
     assert "ptq quantize" in f.fix_note
 
 
+def test_naive_qat_placement_conv_inputs_only(digits_model_path, digits_ranges, test_batch) -> None:
+    """pytorch-quantization's classic placement (Q/DQ on conv/gemm inputs only), the ResNet18
+    "qat" engine's case: the residual skip and both pools are flagged; --fix reuses relu1's
+    existing pair for the skip and says the pools need a re-quantization."""
+    from ptq.quantization import QuantizeConfig, quantize
+
+    naive = quantize(digits_model_path, CalibrationTable.load(digits_ranges),
+                     config=QuantizeConfig(algo="entropy", op_types=("Conv", "Gemm")))
+    res = lint_model(naive)
+    assert {(f.rule, f.nodes[0]) for f in res.findings} == {
+        ("residual-skip-unquantized", "add"), ("unquantized-pooling", "pool1"),
+        ("unquantized-pooling", "pool2")}
+    fixed, _, done = fix_model(naive)
+    assert [f.rule for f in done] == ["residual-skip-unquantized"]
+    assert {f.rule for f in lint_model(fixed).findings} == {"unquantized-pooling"}
+    v = verify_fix(naive, fixed, test_batch, fp32=digits_model_path)
+    # one more rounding step on the skip input: 1/300 images may flip, cosine may move a little
+    assert v["fixed"]["top1-acc"] >= v["original"]["top1-acc"] - 1 / 300
+    assert v["fixed"]["cosine"] >= v["original"]["cosine"] - 1e-3
+
+
 def test_ort_quantize_static_default_output(digits_model_path, tmp_path) -> None:
     m = _ort_quantized(digits_model_path, tmp_path)
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
