@@ -51,6 +51,9 @@ def render_text(res: InspectResult, *, top: int = 15) -> str:
     mix = ", ".join(f"{k} {v}" for k, v in s["precision_layers"].items())
     out = [f"{eng.path}: {s['layers']} layers (TensorRT {'11' if s['schema'] == 'trt11' else '8-10'}"
            f" schema); precision by layer: {mix}"]
+    if eng.layers and all(la.type == "Unknown" for la in eng.layers):
+        out.append("only layer names in this file (profilingVerbosity layer_names_only): rebuild "
+                   "with --profilingVerbosity=detailed for types, precisions and tactics")
     if s["total_ms"] is not None:
         by_t = s["precision_ms"] or {}
         out.append(f"profiled total {s['total_ms']:.4f} ms per inference; time by precision: "

@@ -225,8 +225,8 @@ def load_engine(path: str | Path, profile: str | Path | None = None) -> Engine:
             origin=raw.get("Origin"), tactic=raw.get("TacticName") or raw.get("TacticValue"),
             metadata=meta if isinstance(meta, str) else None,
             onnx_nodes=onnx_nodes_of(name, meta if isinstance(meta, str) else None)))
-    if io and io[0]["mode"] is None:                   # TRT 8-10: modes from the layer graph
-        produced = {t.name for la in layers for t in la.outputs}
+    produced = {t.name for la in layers for t in la.outputs}
+    if io and io[0]["mode"] is None and produced:      # TRT 8-10: modes from the layer graph
         for t in io:
             t["mode"] = "Output" if t["name"] in produced else "Input"
     engine = Engine(str(path), schema, layers, io)

@@ -206,3 +206,13 @@ def test_profile_of_another_engine_is_refused(tmp_path: Path, capsys) -> None:
                "--json", str(tmp_path / "o.json")])
     assert rc == 1 and "does not belong to this engine" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_layer_names_only_file(tmp_path: Path, capsys) -> None:
+    """--profilingVerbosity=layer_names_only writes the layers as plain strings."""
+    g = tmp_path / "names.json"
+    g.write_text(json.dumps({"Layers": ["Conv_0 + Relu_1", "MaxPool_2"], "Bindings": ["x", "y"]}))
+    assert main(["inspect", str(g)]) == 0
+    out = capsys.readouterr().out
+    assert "2 layers" in out and "layer_names_only" in out
+    assert load_engine(g).layers[0].onnx_nodes == ["Conv_0", "Relu_1"]
