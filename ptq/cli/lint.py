@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--fix needs -o OUT.onnx", hint="ptq lint M.onnx --fix -o fixed.onnx")
     if args.output and not args.fix:
         raise ConfigError("-o is only used with --fix", hint="add --fix")
+    if args.fix and Path(args.output).resolve() == Path(args.model).resolve():
+        raise ConfigError("-o must differ from the input model", hint="write a new file")
     if not args.fix:
         result = lint_model(args.model)
         if args.json:
@@ -114,9 +116,6 @@ def _run_fix(args: argparse.Namespace, fix_model) -> int:
     verification = None
     if args.data:
         verification = _verify(args, fixed)
-    if Path(args.output).resolve() == Path(args.model).resolve():
-        from ptq.errors import ConfigError
-        raise ConfigError("-o must differ from the input model", hint="write a new file")
     save_model(fixed, args.output)
     if args.json:
         write_json(args.json, {**before.to_dict(), "fixed": sorted(fixed_idx),

@@ -321,3 +321,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys, ptq_qdq) -> None:
     assert "--fix needs -o" in capsys.readouterr().err
     assert main(["lint", str(tmp_path / "m.onnx"), "--json", str(tmp_path / "l.json")]) == 0
     assert "no findings" in capsys.readouterr().out
+
+
+def test_cli_fix_with_data(digits_model_path, digits_images, tmp_path, capsys) -> None:
+    from onnxruntime.quantization import QuantType
+
+    m = _ort_quantized(digits_model_path, tmp_path, activation_type=QuantType.QInt8,
+                       weight_type=QuantType.QInt8, per_channel=True,
+                       extra_options={"ActivationSymmetric": True})
+    src = tmp_path / "ort.onnx"
+    out, js = tmp_path / "fixed.onnx", tmp_path / "lint.json"
+    assert main(["lint", str(src), "--fix", "-o", str(src)]) == 1      # never overwrite the input
+    assert "-o must differ" in capsys.readouterr().err
+    rc = main(["lint", str(src), "--fix", "-o", str(out), "--data", str(digits_images),
+               "--preset", "raw", "--mean", "0", "--std", "255", "--json", str(js)])
+    assert rc == 0 and lint_model(out).findings == []
+    data = __import__("json").loads(js.read_text())
+    assert data["fixed"] == list(range(len(data["findings"]))) and len(data["findings"]) == len(
+        lint_model(m).findings)
+    assert set(data["verification"]["fixed"]) >= {"cosine", "top1", "top1-acc"}
+    assert "fixed vs original" in capsys.readouterr().out
