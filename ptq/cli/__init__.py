@@ -40,6 +40,9 @@ typical workflow:
   ptq quantize model.onnx --ranges out/ranges.json --algo entropy -o out/model.int8.onnx
   ptq sensitivity model.onnx --data images/ --ranges out/ranges.json --topk 10 -o out/
   ptq report --ranges out/ranges.json --sensitivity out/sensitivity.json -o out/report.html
+  ptq lint out/model.int8.onnx                      # Q/DQ placement vs TensorRT's rules
+  ptq inspect model.graph.json --profile model.profile.json   # after trtexec --exportLayerInfo
+  ptq bench model.onnx out/model.int8.onnx --json bench.json  # trtexec's metrics
 Run `ptq demo` to see all of it on a real model. `ptq COMMAND --help` explains each step.
 """
 
