@@ -118,7 +118,7 @@ def test_trt11_schema_reads_like_the_original(tmp_path: Path) -> None:
     assert conv.onnx_nodes == ["/QuantizeLinear_32", "/Conv_34", "/Add_36", "/Relu_37"]
 
 
-def _qdq_onnx_named_like_the_engine(path: Path) -> None:
+def _qdq_onnx_named_like_the_engine(path: Path, prefix: str = "") -> None:
     """A tiny Q/DQ graph whose node names are those of the ResNet QAT engine's first layers:
     Conv_9 and MaxPool_12 get a DQ'd activation (meant for INT8), Conv_22 gets none."""
     s = numpy_helper.from_array(np.array(0.05, np.float32), "s")
@@ -132,6 +132,8 @@ def _qdq_onnx_named_like_the_engine(path: Path) -> None:
              helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="DQ_b"),
              helper.make_node("MaxPool", ["cd"], ["p"], name="MaxPool_12", kernel_shape=[2, 2]),
              helper.make_node("Conv", ["p", "w2"], ["y"], name="Conv_22")]
+    for n in nodes:
+        n.name = prefix + n.name
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                      [1, 3, 8, 8])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
@@ -216,3 +218,13 @@ def test_layer_names_only_file(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "2 layers" in out and "layer_names_only" in out
     assert load_engine(g).layers[0].onnx_nodes == ["Conv_0", "Relu_1"]
+
+
+def test_int8_intent_through_trt10_metadata(tmp_path: Path) -> None:
+    """With TensorRT 10+ `[ONNX Layer: /name]` metadata the ONNX names (here '/'-prefixed, as
+    torch.onnx writes them) are matched from the metadata, not the layer name."""
+    _to_trt11(RESNET / "qat/resnet-qat.onnx.engine.graph.json", tmp_path / "g.json")
+    _qdq_onnx_named_like_the_engine(tmp_path / "m.onnx", prefix="/")
+    res = int8_intent(load_engine(tmp_path / "g.json"), onnx.load(str(tmp_path / "m.onnx")))
+    assert [(m["node"], m["actual"]) for m in res["not_int8"]] == [("/MaxPool_12", "FP32")]
+    assert [m["node"] for m in res["unexpected_int8"]] == ["/Conv_22"]
