@@ -49,7 +49,8 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def render_text(res: InspectResult, *, top: int = 15) -> str:
     s, eng = res.summary, res.engine
     mix = ", ".join(f"{k} {v}" for k, v in s["precision_layers"].items())
-    out = [f"{eng.path}: {s['layers']} layers (TensorRT {'11' if s['schema'] == 'trt11' else '8-10'}"
+    version = "11" if s["schema"] == "trt11" else "8-10"
+    out = [f"{eng.path}: {s['layers']} layers (TensorRT {version}"
            f" schema); precision by layer: {mix}"]
     if eng.layers and all(la.type == "Unknown" for la in eng.layers):
         out.append("only layer names in this file (profilingVerbosity layer_names_only): rebuild "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ptq.graph.rules import WEIGHTED_OPS, fusible_backbone, residual_inputs
+from ptq.graph.rules import fusible_backbone, residual_inputs
 from ptq.lint import evidence
 from ptq.lint.view import QdqView
 

@@ -15,7 +15,8 @@ from ptq.lint.checks import Finding
 from ptq.lint.view import build_view
 
 
-def apply_fixes(model: onnx.ModelProto, findings: list[Finding]) -> tuple[onnx.ModelProto, list[Finding]]:
+def apply_fixes(model: onnx.ModelProto,
+                findings: list[Finding]) -> tuple[onnx.ModelProto, list[Finding]]:
     """A fixed copy of `model` and the findings that were fixed."""
     out = copy_model(model)
     view = build_view(model)

@@ -47,7 +47,8 @@ def lint_model(model: str | Path | onnx.ModelProto) -> LintResult:
     return LintResult(path, findings, pairs)
 
 
-def fix_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, LintResult, list[Finding]]:
+def fix_model(model: str | Path | onnx.ModelProto
+              ) -> tuple[onnx.ModelProto, LintResult, list[Finding]]:
     """(fixed model, findings before, findings fixed)."""
     proto, path = _model(model)
     before = lint_model(proto)

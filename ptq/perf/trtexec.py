@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 
 from ptq.errors import BackendUnavailable, DataError
-from ptq.perf.stats import BenchConfig, BenchResult, stats_of
+from ptq.perf.stats import BenchConfig, BenchResult
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
-_STAT_RE = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*" + _NUM + r"\s*ms")
+_STAT_RE = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*"
+                      + _NUM + r"\s*ms")
 _LINE_RE = re.compile(r"\]\s*(?:\[I\]\s*)?([A-Za-z][A-Za-z0-9 \-]*?):\s*(.*)$")
 
 
