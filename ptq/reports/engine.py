@@ -65,6 +65,10 @@ def bench_html(results: list[dict]) -> str:
                      "batch"], rows))
 
 
+def _short(text: str | None, limit: int = 40) -> str | None:
+    return text if text is None or len(text) <= limit else text[:limit - 1] + "…"
+
+
 def engine_section(res: InspectResult | None, bench: list[dict] | None = None) -> Section:
     if res is None and not bench:
         return Section("engine", "TensorRT engine", note("Omitted."))
@@ -88,7 +92,7 @@ def engine_section(res: InspectResult | None, bench: list[dict] | None = None) -
         parts.append("<h3>Layers</h3>" + table(
             ["#", "layer", "type", "precision", "ms", "share", "tactic"],
             [[la.index, la.name, la.type, la.precision, la.time_ms,
-              None if la.share is None else pct(la.share), la.tactic] for la in layers],
+              None if la.share is None else pct(la.share), _short(la.tactic)] for la in layers],
             sortable=True))
         if res.intent is not None:
             it = res.intent
