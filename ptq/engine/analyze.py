@@ -16,6 +16,9 @@ import onnx
 from ptq.engine.schema import Engine, EngineLayer
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Per-layer profile times are averages of one profiling run; a ratio within +-5% is reported
+# as "same" rather than read as a real speed-up or slow-down.
+SAME_BAND = 0.05
 
 
 def summarize(engine: Engine) -> dict:
@@ -178,7 +181,8 @@ def _row(la: EngineLayer | None, lb: EngineLayer | None) -> dict:
     ratio = None
     if ta and tb:
         ratio = tb / ta
-        verdict = "faster" if ratio < 0.95 else "slower" if ratio > 1.05 else "same"
+        verdict = "faster" if ratio < 1 - SAME_BAND else "slower" if ratio > 1 + SAME_BAND \
+            else "same"
     return {"a": la.name if la else None, "b": lb.name if lb else None,
             "a_precision": la.precision if la else None,
             "b_precision": lb.precision if lb else None,
