@@ -341,3 +341,47 @@ def test_cli_fix_with_data(digits_model_path, digits_images, tmp_path, capsys) -
         lint_model(m).findings)
     assert set(data["verification"]["fixed"]) >= {"cosine", "top1", "top1-acc"}
     assert "fixed vs original" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ort_quantize_static_of_efficientnet(effnet_path, sample_photos, tmp_path) -> None:
+    """ORT's symmetric per-channel QDQ of the real EfficientNet-Lite0: one epilogue finding per
+    Conv->ReLU6 and one residual finding per residual Add, counted on the FP32 graph."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
+    from ptq.graph.model import load_model
+
+    fp32 = onnx.load(str(effnet_path))
+    src = open_model_data(effnet_path, load_model(effnet_path), sample_photos,
+                          CalibrateConfig(preprocess=PreprocessOptions(preset="efficientnet-lite")))
+    batches = list(src.batches(4))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([b.feeds for b in batches[:3]])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    out = tmp_path / "effnet.ort.onnx"
+    quantize_static(str(effnet_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, extra_options={"ActivationSymmetric": True})
+    inits = {t.name for t in fp32.graph.initializer}
+    producer = {o: n for n in fp32.graph.node for o in n.output}
+    conv_clip = sum(1 for n in fp32.graph.node if n.op_type == "Clip"
+                    and producer.get(n.input[0]) is not None
+                    and producer[n.input[0]].op_type == "Conv")
+    residual_adds = sum(1 for n in fp32.graph.node if n.op_type == "Add"
+                        and not any(x in inits for x in n.input))
+    res = lint_model(out)
+    rules = [f.rule for f in res.findings]
+    assert rules.count("qdq-in-epilogue") == conv_clip > 0
+    assert rules.count("residual-fused-input-qdq") == residual_adds > 0
+    fixed, _, done = fix_model(out)
+    assert len(done) == len(res.findings) and lint_model(fixed).findings == []
+    v = verify_fix(onnx.load(str(out)), fixed, batches, fp32=effnet_path)
+    # removing pairs removes rounding steps; 20 photos, so allow a small cosine slack
+    assert v["fixed"]["cosine"] >= v["original"]["cosine"] - 1e-3
