@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-RAPIDOCR = "rapidocr-onnxruntime==1.4.4"
-DET_FLAGS = ["--mean", "123.675,116.28,103.53", "--std", "58.395,57.12,57.375"]  # ASSETS.md
-REC_FLAGS = ["--preset", "raw", "--mean", "127.5", "--std", "127.5", "--letterbox"]
+from ocr_helpers import RAPIDOCR
 
 
 @pytest.fixture(scope="session")

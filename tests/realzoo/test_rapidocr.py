@@ -21,7 +21,7 @@ from ptq.metrics import box_f1, compare_outputs, map_boxes, map_iou
 from ptq.quantization import quantize
 from ptq.table import CalibrationTable
 
-from conftest import DET_FLAGS, REC_FLAGS
+from ocr_helpers import DET_FLAGS, REC_FLAGS
 
 pytestmark = pytest.mark.slow
 
