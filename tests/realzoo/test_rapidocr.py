@@ -69,9 +69,10 @@ def test_dbnet_quantize_reports_map_metrics_that_match_ort(det_run, capsys):
     assert len(map_boxes(maps_ref[names.index("page.png"), 0])) >= 3
     iou, f1 = map_iou(maps_ref, maps_int8), box_f1(maps_ref, maps_int8)
     assert f"map IoU {iou:.2%}" in text and f"box agreement {f1:.2%}" in text
-    # Measured 81% IoU at 320x320 (entropy; many layers FP32 until the Reshape-bias rule
-    # lands). A quantization that destroys the map scores near 0 (see the control below).
-    assert iou > 0.5
+    # Measured: IoU 0.555, box agreement 0.667 (entropy, 4 photos letterboxed to 320x320;
+    # most layers still FP32 until the Add-bias rule lands). The control below (ranges cut to
+    # 2%) measures 0.0 and 0.0: the bound sits between a working and a destroyed map.
+    assert iou > 0.3 and f1 > 0.3
 
 
 def test_dbnet_broken_ranges_are_flagged_not_called_good(det_run):
@@ -83,7 +84,7 @@ def test_dbnet_broken_ranges_are_flagged_not_called_good(det_run):
     model = quantize(det_run["model"], table)
     ref, cand = reference_and_int8(det_run["model"], model, det_run["data"][1], DET_PRE)
     result = compare_outputs(ref, cand)
-    assert result.outputs["sigmoid_0.tmp_0"]["map-iou"] < 0.5
+    assert result.outputs["sigmoid_0.tmp_0"]["map-iou"] < 0.3     # measured 0.0
     assert any("map-iou" in f for f in result.flags)
 
 
@@ -122,7 +123,7 @@ def test_ctc_recognizer_per_frame_agreement(rapidocr_models, text_lines, tmp_pat
     assert r.ndim == 3 and r.shape[2] == 6625                      # [N, T, classes]
     per_frame = float(np.mean(r.argmax(-1) == c.argmax(-1)))       # by hand, last axis
     assert f"top-1 agreement {per_frame:.2%}" in text
-    # Measured 81% of frames (most are CTC blanks). Reading axis 1 (time) as the class axis,
+    # Measured 80.6% of frames on 4 of these lines (most frames are CTC blanks). Reading axis 1 (time) as the class axis,
     # as ptq once did, would print argmax over frames instead: a different number.
     assert per_frame > 0.6
     assert float(np.mean(r.argmax(1) == c.argmax(1))) != pytest.approx(per_frame)
