@@ -16,9 +16,7 @@ import difflib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +24,13 @@ from typing import Iterable, Sequence
 
 import onnx
 
-from ptq.atomic import write_bytes
 from ptq.cache import CalibrationCache, read_cache
 from ptq.errors import ConfigError, ModelLoadError
 from ptq.graph.cast import pin_fp16
-from ptq.graph.edit import copy_model, finalize
-from ptq.graph.model import infer_types, load_model, model_sha256, name_unnamed_nodes
+from ptq.graph.edit import copy_model, finalize, save_model
+from ptq.graph.model import skeleton, data_dir, infer_types, load_model, model_sha256, name_unnamed_nodes
 from ptq.graph.precisions import PLUMBING_OPS, Precision
-from ptq.graph.qdq import QDQ_OPS, ensure_opset, insert_qdq, plan_qdq
+from ptq.graph.qdq import FP16_OPSET, MIN_OPSET, QDQ_OPS, ensure_opset, insert_qdq, low_precision, plan_qdq
 from ptq.graph.rules import DEFAULT_OP_TYPES, RULES
 from ptq.table import CalibrationTable
 from ptq.version import __version__
@@ -130,7 +127,7 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     start = time.perf_counter()
     proto, sha = _source(model, hash_it=source_sha256 is None)
     sha = source_sha256 or sha
-    proto = ensure_opset(proto)
+    proto = ensure_opset(proto, FP16_OPSET if low_precision(proto) else MIN_OPSET)
     rng = _ranges(ranges, config.algo)
     op_types, notes = _op_types(config)
     pinned = resolve_pins(proto, pins, config.exclude)
@@ -233,10 +230,11 @@ def _source(model: str | Path | onnx.ModelProto, *, hash_it: bool = True
     else:
         external = [t.name for t in model.graph.initializer
                     if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data]
-        if external:
+        if external and data_dir(model) is None:
             raise ModelLoadError(f"initializer '{external[0]}' is external data that was not loaded",
-                                 hint="pass the model path, or onnx.load() it with its data files")
-        sha = hashlib.sha256(model.SerializeToString()).hexdigest() if hash_it else ""
+                                 hint="pass the model path, load it with ptq.graph.model.load_model, "
+                                      "or onnx.load() it with its data files")
+        sha = _proto_sha256(model) if hash_it else ""
         proto = model
         if any(not n.name for n in model.graph.node):
             proto = copy_model(model)
@@ -322,16 +320,12 @@ def _set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in keep}, **props})
 
 
-def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Write atomically; models over 2 GB go to `<name>.data` next to the file."""
-    path = Path(path)
+def _proto_sha256(model: onnx.ModelProto) -> str:
+    """Hash of an in-memory model; one over protobuf's limit is hashed tensor by tensor."""
     if model.ByteSize() < 1_800_000_000:
-        return write_bytes(path, model.SerializeToString())
-    data = f"{path.name}.data"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ptq-") as tmp:
-        onnx.save_model(copy_model(model), str(Path(tmp) / path.name), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data)
-        os.replace(Path(tmp) / data, path.parent / data)
-        os.replace(Path(tmp) / path.name, path)
-    return path
+        return hashlib.sha256(model.SerializeToString()).hexdigest()
+    h = hashlib.sha256()
+    for t in model.graph.initializer:
+        h.update(t.SerializeToString())
+    h.update(skeleton(model).SerializeToString())
+    return h.hexdigest()

@@ -51,7 +51,7 @@ def pin_fp16(model: onnx.ModelProto, nodes: set[str] | list[str], types: dict[st
     (from `ptq.graph.model.infer_types` on the FP32 model) to tell float tensors apart."""
     out = copy_model(model)
     pinned = set(nodes)
-    g = GraphIndex.build(out.graph)
+    g = GraphIndex.of(out)
     unknown = sorted(pinned - {n.name for n in g.nodes})
     if unknown:
         raise ConfigError(f"no node named {unknown[0]!r} to pin to FP16",
@@ -116,7 +116,7 @@ class _State:
         return new_nodes
 
     def _fp16_initializer(self, name: str) -> str:
-        values = numpy_helper.to_array(self.g.initializers[name])
+        values = self.g.constant_array(name)
         if np.any(np.abs(values[np.isfinite(values)]) > FP16_MAX):
             self.result.notes.append(f"initializer '{name}' saturated to the FP16 range")
             values = np.clip(values, -FP16_MAX, FP16_MAX)

@@ -39,7 +39,7 @@ class Precision(str, enum.Enum):
 def layer_precisions(model: onnx.ModelProto) -> dict[str, Precision]:
     """{node name: Precision} for every node except Q/DQ/Cast, in graph order."""
     elem = {name: info.elem_type for name, info in infer_types(model).items()}
-    g = GraphIndex.build(model.graph)
+    g = GraphIndex.of(model)
     out: dict[str, Precision] = {}
     for node in g.nodes:
         if node.op_type in PLUMBING_OPS:
