@@ -26,10 +26,10 @@ import onnx
 
 from ptq.cache import CalibrationCache, read_cache
 from ptq.errors import ConfigError, ModelLoadError
-from ptq.graph.cast import pin_fp16
+from ptq.graph.cast import NOT_PINNABLE, pin_float, pin_fp16
 from ptq.graph.edit import copy_model, finalize, save_model
 from ptq.graph.model import skeleton, data_dir, infer_types, load_model, model_sha256, name_unnamed_nodes
-from ptq.graph.precisions import PLUMBING_OPS, Precision
+from ptq.graph.precisions import PLUMBING_OPS, Precision, layer_precisions, precision_counts
 from ptq.graph.qdq import FP16_OPSET, MIN_OPSET, QDQ_OPS, ensure_opset, insert_qdq, low_precision, plan_qdq
 from ptq.graph.rules import DEFAULT_OP_TYPES, RULES
 from ptq.table import CalibrationTable
@@ -127,7 +127,8 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     start = time.perf_counter()
     proto, sha = _source(model, hash_it=source_sha256 is None)
     sha = source_sha256 or sha
-    proto = ensure_opset(proto, FP16_OPSET if low_precision(proto) else MIN_OPSET)
+    low = low_precision(proto)
+    proto = ensure_opset(proto, FP16_OPSET if low else MIN_OPSET)
     rng = _ranges(ranges, config.algo)
     op_types, notes = _op_types(config)
     pinned = resolve_pins(proto, pins, config.exclude)
@@ -137,18 +138,27 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     out = insert_qdq(proto, plan, rng.amaxes, check=False)
     fp16 = {n for n, p in pinned.items() if p.precision is Precision.FP16}
     casts = 0
+    types = _types(proto) if fp16 or low else {}
     if fp16:
-        cast = pin_fp16(out, fp16, _types(proto), check=False)
+        cast = pin_fp16(out, fp16, types, check=False)
         out, casts = cast.model, cast.casts
+        notes += cast.notes
+    fp32_islands = _fp32_islands(proto, pinned, types) if low else set()
+    if fp32_islands:           # FP32 pins in a float16 model: cast those nodes up to FP32
+        cast = pin_float(out, fp32_islands, types, to=onnx.TensorProto.FLOAT, check=False)
+        out, casts = cast.model, casts + cast.casts
         notes += cast.notes
     pins_list = tuple(pinned.values())
     _set_metadata(out, {"ptq.version": __version__, "ptq.algo": rng.algo, "ptq.source_sha256": sha,
                         "ptq.pins": json.dumps([p.to_dict() for p in pins_list]),
                         "ptq.notes": json.dumps(notes)})
     finalize(out)
-    layers = sum(1 for n in proto.graph.node if n.op_type not in PLUMBING_OPS)
-    counts = {"int8": len(plan.int8_nodes), "fp16": len(fp16),
-              "fp32": layers - len(plan.int8_nodes) - len(fp16)}
+    if low:                    # a float16 model: read what each layer runs in from the graph
+        counts = precision_counts(layer_precisions(out))
+    else:
+        layers = sum(1 for n in proto.graph.node if n.op_type not in PLUMBING_OPS)
+        counts = {"int8": len(plan.int8_nodes), "fp16": len(fp16),
+                  "fp32": layers - len(plan.int8_nodes) - len(fp16)}
     summary = QuantizeSummary(plan.pairs, len(set(plan.weights.values())), casts, counts,
                               pins_list, tuple(notes), rng.algo, sha, time.perf_counter() - start)
     return QuantizeResult(out, summary)
@@ -307,6 +317,16 @@ def _check_ranges(needed: list[str], rng: _Ranges, sha: str) -> None:
     if other:
         log.warning("the ranges were computed on another file (sha256 %s..., model %s...); every "
                     "tensor name matches, so quantizing anyway", rng.sha256[:12], sha[:12])
+
+
+def _fp32_islands(model: onnx.ModelProto, pinned: dict[str, Pin], types: dict[str, int]) -> set[str]:
+    """FP32-pinned nodes of a float16 model that read a float16 tensor (pinnable ones)."""
+    half = onnx.TensorProto.FLOAT16
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    return {n.name for n in model.graph.node
+            if n.name in pinned and pinned[n.name].precision is Precision.FP32
+            and n.op_type not in NOT_PINNABLE
+            and any(types.get(x, inits.get(x)) == half for x in n.input if x)}
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
