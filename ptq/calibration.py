@@ -18,7 +18,7 @@ from ptq.calibrators import AlgorithmSettings, Method, compute_amax
 from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, DataError
-from ptq.graph.model import activations, float_inputs, graph_inputs, load_model, model_sha256
+from ptq.graph.model import activations_after_input, float_inputs, graph_inputs, load_model, model_sha256
 from ptq.histogram import DEFAULT_NUM_BINS
 from ptq.atomic import write_text
 from ptq.table import CalibrationTable, TensorRange
@@ -72,7 +72,7 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
     model_path = Path(model)
     proto = load_model(model_path)
     source = open_model_data(model_path, proto, data, config)
-    acts = activations(proto)
+    acts = activations_after_input(proto, model_path)
     fixed = fixed_batch(graph_inputs(proto))
     batch_size = auto_batch_size(acts, fixed, config.batch_size)
     if progress is not None and hasattr(progress, "set_total") and hasattr(source, "__len__"):

@@ -84,15 +84,35 @@ def load_model(path: str | Path, *, load_weights: bool = True, check: bool = Tru
         else:
             set_data_dir(model, path.resolve().parent)
     if check:
-        check_model_file(path)
+        _fill_io_shapes(model)
+        check_model(model, path)
     name_unnamed_nodes(model)
     return model
 
 
-def check_model_file(path: str | Path) -> None:
-    """onnx.checker on the file (path-based: external data and >2 GB models work)."""
+def _fill_io_shapes(model: onnx.ModelProto) -> None:
+    """Graph inputs/outputs declared without a shape (ONNX Runtime runs them, the checker
+    refuses them) get the shape ONNX shape inference finds, on ptq's copy only."""
+    io = [v for v in (*model.graph.input, *model.graph.output)
+          if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+    if not io:
+        return
     try:
-        onnx.checker.check_model(str(path))
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=False).graph
+    except Exception:  # custom ops: the checker below reports what is missing
+        return
+    found = {v.name: v for v in (*inferred.input, *inferred.output, *inferred.value_info)}
+    for v in io:
+        if v.name in found and found[v.name].type.tensor_type.HasField("shape"):
+            v.type.tensor_type.shape.CopyFrom(found[v.name].type.tensor_type.shape)
+
+
+def check_model(model: onnx.ModelProto, path: str | Path | None) -> None:
+    """onnx.checker on the weightless skeleton (so >2 GB and external-data models work;
+    their data files are checked on load), as a ModelLoadError naming the file."""
+    _check_order(model, path)
+    try:
+        onnx.checker.check_model(skeleton(model))
     except onnx.checker.ValidationError as exc:
         raise ModelLoadError(f"the model fails the ONNX checker: {exception_line(exc)}", path=path,
                              hint="fix the exporter output (run onnx.checker.check_model on it "
@@ -100,6 +120,34 @@ def check_model_file(path: str | Path) -> None:
     except Exception as exc:  # protobuf/OS errors from the C++ checker
         raise ModelLoadError(f"the ONNX checker cannot read the model ({exception_line(exc)})",
                              path=path, hint="re-export the model") from None
+
+
+def _check_order(model: onnx.ModelProto, path: str | Path | None) -> None:
+    """ONNX requires nodes in topological order; say which node breaks it (the checker's
+    own message for this is often about a missing shape instead)."""
+    g = model.graph
+    known = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    produced = {o for n in g.node for o in n.output}
+    for node in g.node:
+        late = next((x for x in node.input if x not in known and x in produced), None)
+        if late is not None:
+            raise ModelLoadError(f"nodes are not in topological order: node '{node.name or node.op_type}' "
+                                 f"reads '{late}' before the node that produces it", path=path,
+                                 hint="re-export the model, or sort it (onnx-graphsurgeon "
+                                      "graph.toposort(), or onnxsim)")
+        known.update(node.output)
+
+
+def activations_after_input(model: onnx.ModelProto, path: str | Path | None = None) -> list[Activation]:
+    """`activations`, refusing a model that computes no float tensor from its inputs
+    (nothing for calibration to observe and nothing for Q/DQ to act on)."""
+    acts = activations(model)
+    if not any(a.producer is not None for a in acts):
+        raise ModelLoadError("no float tensor is computed from the model's inputs (nothing to "
+                             "calibrate or quantize)", path=path,
+                             hint="ptq quantizes float networks (Conv/MatMul/Gemm on float "
+                                  "activations); check that this is the model you meant")
+    return acts
 
 
 def _check_external_files(model: onnx.ModelProto, path: Path) -> None:
