@@ -197,3 +197,48 @@ def se_block_model(seed: int = 0) -> onnx.ModelProto:
     nodes[-1].output[0] = "y"
     return _model("se_block", nodes, [image()],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 16, 16])], inits)
+
+
+def write_large_model(folder, *, rows: int = 8_650_000, dim: int = 64, seed: int = 0):
+    """A >2 GB external-data model written block by block (never all in memory), shaped like
+    a model whose bulk is an embedding table:
+
+        x [N,64] -> MatMul W0 -> Relu -> ArgMax -> Gather(E [rows,64]) -> Add(relu, .) -> MatMul W1 -> y
+
+    E is 8.65M x 64 float32 = 2.21 GB in `large.onnx.data`, beyond protobuf's 2 GiB limit;
+    the gathered row depends on the input, so E is a weight that stays float (no rule) while
+    W0/W1 get INT8. ONNX Runtime reads only the rows it gathers, so inference stays fast."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    w0, w1 = _w(rng, dim, 256, scale=dim ** -0.5), _w(rng, 256, dim, scale=256 ** -0.5)
+    block = _w(rng, 1 << 18, dim, scale=0.5)                     # 64 MB, written repeatedly
+    with open(folder / "large.onnx.data", "wb") as data:
+        left = rows
+        while left:
+            n = min(left, block.shape[0])
+            data.write(block[:n].tobytes())
+            left -= n
+    table = onnx.TensorProto(name="E", data_type=TensorProto.FLOAT, dims=[rows, dim],
+                             data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "large.onnx.data"), ("offset", "0"), ("length", str(rows * dim * 4))):
+        table.external_data.add(key=key, value=value)
+    w1_proj = _w(rng, 256, 64, scale=256 ** -0.5)
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["mm0"], name="mm0"),
+             helper.make_node("Relu", ["mm0"], ["relu0"], name="relu0"),
+             helper.make_node("ArgMax", ["relu0"], ["ids"], name="argmax", axis=1, keepdims=0),
+             helper.make_node("Gather", ["E", "ids"], ["rows"], name="gather", axis=0),
+             helper.make_node("MatMul", ["relu0", "w1p"], ["proj"], name="proj"),
+             helper.make_node("Add", ["proj", "rows"], ["sum"], name="add"),
+             helper.make_node("Relu", ["sum"], ["relu1"], name="relu1"),
+             helper.make_node("MatMul", ["relu1", "w1"], ["y"], name="mm1")]
+    del w1
+    inits = [table, numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1_proj, "w1p"),
+             numpy_helper.from_array(_w(rng, dim, dim, scale=dim ** -0.5), "w1")]
+    graph = helper.make_graph(nodes, "large", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", dim])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", dim])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    path = folder / "large.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
