@@ -35,7 +35,7 @@ def test_model_over_2gb_quantizes_saves_and_runs(tmp_path: Path) -> None:
     try:
         proto = load_model(path)
         assert data_dir(proto) == tmp_path.resolve()          # weights left on disk, not in memory
-        assert proto.ByteSize() < 10_000
+        assert proto.ByteSize() < 1 << 20                       # small weights inline, E on disk
         rng = np.random.default_rng(0)
         table = calibrate(path, [rng.standard_normal((2, 64)).astype(np.float32) for _ in range(2)])
         assert {"relu0", "relu1", "rows"} <= set(table.tensors)
