@@ -171,8 +171,17 @@ def _copy_external(t: onnx.TensorProto, folder: Path | None, dest) -> int:
     src = folder / info["location"]
     length = int(info["length"]) if "length" in info else src.stat().st_size - offset
     with open(src, "rb") as fh:
-        fh.seek(offset)
         left = length
+        if hasattr(os, "copy_file_range"):             # in-kernel copy: no user-space buffer
+            dest.flush()
+            pos, out_pos = offset, dest.tell()
+            while left:
+                n = os.copy_file_range(fh.fileno(), dest.fileno(), min(left, 1 << 30), pos, out_pos)
+                if n <= 0:
+                    break
+                pos, out_pos, left = pos + n, out_pos + n, left - n
+            dest.seek(out_pos)
+        fh.seek(offset + length - left)
         while left:
             chunk = fh.read(min(left, 64 << 20))
             if not chunk:
