@@ -162,8 +162,8 @@ def _check_external_files(model: onnx.ModelProto, path: Path) -> None:
             end = int(info.get("offset", 0)) + int(info.get("length", 0))
             bad = end > file.stat().st_size
         if bad:
-            raise ModelLoadError(f"external weight data of '{t.name}' could not be read "
-                                 f"(location {loc!r})", path=path,
+            raise ModelLoadError(f"external weight data could not be read (initializer "
+                                 f"'{t.name}', location {loc!r})", path=path,
                                  hint="keep the model's external data files next to it "
                                       "(same relative location as when it was saved)")
 
