@@ -4,7 +4,8 @@
     insert_qdq(model, plan, amaxes)  a new model with the pairs, scales and zero points
 
 What TensorRT needs (TENSORRT.md §3): symmetric INT8 with an explicit INT8 zero point
-of 0 on every Q and DQ, positive finite float32 scales, per-channel weights with an
+of 0 on every Q and DQ, positive finite scales typed like the tensor they quantize
+(float32; float16/bfloat16 in a float16 model, opset >= 19), per-channel weights with an
 explicit `axis`, per-tensor activations, opset >= 13. One Q/DQ pair per tensor is
 shared by every consumer that needs it; consumers that do not (pinned or unquantized
 nodes) keep reading the float tensor. Weight scales are per-channel max|w| / 127,

@@ -5,12 +5,16 @@ table read. A rule says which inputs of a node get a Q/DQ pair, which input is a
 weight (per-channel, with its axis), and why (TENSORRT.md §3.4-3.6):
 
     Conv/ConvTranspose/Gemm/MatMul  activation input(s) + weight; never the output
+                                    (grouped ConvTranspose: per-tensor weight)
+    AttentionMatMul                 opt-in: MatMul of two activations (attention)
     Add                             only the residual input (the other one fuses into the conv)
     AveragePool/GlobalAveragePool/MaxPool   the input
-    BatchNormalization/Clip/Mul/Concat      opt-in only (`--op-types`); Concat shares one scale
+    BatchNormalization/Clip/Mul/Concat/Resize/Upsample   opt-in only (`--op-types`)
 
-Bias inputs are never listed, so they stay float. `GraphIndex` is the read-only view
-of the graph (producers, consumers, constants) the context-dependent rules look at.
+`NOT_QUANTIZED` lists op types left float on purpose (Softmax, LayerNorm, GELU, pointwise
+epilogues) with the reason. Bias inputs are never listed, so they stay float. `GraphIndex`
+is the read-only view of the graph (producers, consumers, constants: anything computable
+from initializers) the context-dependent rules look at.
 """
 from __future__ import annotations
 
@@ -249,7 +253,7 @@ def live_inputs(node: onnx.NodeProto, g: GraphIndex) -> tuple[int, ...]:
     return tuple(i for i, x in enumerate(node.input) if x and not g.is_constant(x))
 
 
-AxisFn = Callable[[onnx.NodeProto, tuple[int, ...]], int]
+AxisFn = Callable[[onnx.NodeProto, tuple[int, ...]], "int | None"]  # None: per-tensor
 SelectFn = Callable[[onnx.NodeProto, GraphIndex], tuple[int, ...]]
 
 
@@ -357,6 +361,13 @@ NOT_QUANTIZED: dict[str, str] = {
     "Reshape/Transpose/Flatten/Squeeze/Unsqueeze/Slice/Split/Gather": "data movement commutes "
         "with Q/DQ; TensorRT propagates Q/DQ through it (ModelOpt removes these op types)",
 }
+
+
+def why_float(op_type: str) -> str | None:
+    """Why an op type has no Q/DQ rule, when that is on purpose (for reports)."""
+    if op_type in NOT_QUANTIZED:
+        return NOT_QUANTIZED[op_type]
+    return next((why for key, why in NOT_QUANTIZED.items() if op_type in key.split("/")), None)
 
 
 def rule_key(node: onnx.NodeProto, g: GraphIndex) -> str:
