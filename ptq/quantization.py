@@ -128,7 +128,11 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     proto, sha = _source(model, hash_it=source_sha256 is None)
     sha = source_sha256 or sha
     low = low_precision(proto)
-    proto = ensure_opset(proto, FP16_OPSET if low else MIN_OPSET)
+    try:
+        proto = ensure_opset(proto, FP16_OPSET if low else MIN_OPSET)
+    except ModelLoadError as exc:      # name the file the user gave
+        exc.path = exc.path or (str(model) if isinstance(model, (str, Path)) else None)
+        raise
     rng = _ranges(ranges, config.algo)
     op_types, notes = _op_types(config)
     pinned = resolve_pins(proto, pins, config.exclude)

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ptq.calibrators import AMAX_FLOOR
 from ptq.errors import CalibrationError, ModelLoadError
 from ptq.graph.edit import copy_model, finalize
-from ptq.graph.model import FLOAT_TYPES, infer_types
+from ptq.graph.model import FLOAT_TYPES, data_dir, infer_types, set_data_dir
 from ptq.graph.rules import RULES, GraphIndex, rule_key
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,9 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.Model
     from onnx import version_converter
 
     try:
-        return version_converter.convert_version(model, minimum)
+        out = version_converter.convert_version(model, minimum)
+        set_data_dir(out, data_dir(model))          # lazily loaded weights stay where they are
+        return out
     except Exception as exc:  # the converter raises bare RuntimeErrors
         raise ModelLoadError(f"cannot upgrade the model from opset {opset_of(model)} to "
                              f"{minimum} ({str(exc).splitlines()[0][:120]})",
