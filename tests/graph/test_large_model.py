@@ -58,3 +58,29 @@ def test_model_over_2gb_quantizes_saves_and_runs(tmp_path: Path) -> None:
         assert _leftovers() == before                            # no temp copy leaked
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_in_memory_model_over_the_limit_goes_through_a_temp_file(tmp_path: Path, monkeypatch) -> None:
+    """A ModelProto holding its weights in memory beyond protobuf's limit (a user's
+    onnx.load of a big model) runs through a temp file that is removed once ONNX Runtime
+    has the weights, and saves to <name>.data from memory. The limit is lowered so a small
+    model exercises the same code paths a 2 GB one would."""
+    import ptq.graph.edit as edit
+
+    model = exported.tied_weights_model()
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with OrtRunner(model, optimization="disable", providers="cpu") as r:
+        expected = r.infer({"x": x})["y"]
+    monkeypatch.setattr(edit, "PROTOBUF_LIMIT", 1000)
+    staged = edit.session_input(model)
+    assert staged.tmpdir is not None and Path(staged.source).is_file()   # the temp-file path
+    staged.close()
+    assert not Path(staged.source).exists()
+    before = _leftovers()
+    with OrtRunner(model, optimization="disable", providers="cpu") as r:
+        assert _leftovers() == before                              # removed after session creation
+        np.testing.assert_array_equal(r.infer({"x": x})["y"], expected)
+    out = save_model(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx.data").stat().st_size > 0
+    with OrtRunner(out, optimization="disable", providers="cpu") as r:
+        np.testing.assert_array_equal(r.infer({"x": x})["y"], expected)
