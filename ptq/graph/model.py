@@ -312,19 +312,51 @@ def activations(model: onnx.ModelProto) -> list[Activation]:
     """Float tensors that depend on a graph input, in graph (topological) order.
 
     Outputs of constant subgraphs (weights, shape arithmetic) are not activations:
-    TensorRT folds them, and their ranges come from the weights themselves.
+    TensorRT folds them, and their ranges come from the weights themselves. Tensors
+    ONNX shape inference cannot type (contrib or custom ops) are typed by ONNX Runtime,
+    so calibration still observes every tensor a Q/DQ may need.
     """
     types = infer_types(model)
     live = {i.name for i in graph_inputs(model)}
-    acts = [Activation(i.name, None, "Input", i) for i in graph_inputs(model) if i.is_float]
+    order: list[tuple[str, onnx.NodeProto]] = []
     for node in model.graph.node:
         if not any(name in live for name in node.input if name):
             continue
         for out in node.output:
-            if not out:
-                continue
-            live.add(out)
-            info = types.get(out)
-            if info is not None and info.is_float:
-                acts.append(Activation(out, node.name or None, node.op_type, info))
+            if out:
+                live.add(out)
+                order.append((out, node))
+    unknown = [out for out, _ in order if out not in types or types[out].elem_type == 0]
+    if unknown:
+        types = {**types, **_ort_types(model, unknown)}
+    acts = [Activation(i.name, None, "Input", i) for i in graph_inputs(model) if i.is_float]
+    for out, node in order:
+        info = types.get(out)
+        if info is not None and info.is_float:
+            acts.append(Activation(out, node.name or None, node.op_type, info))
     return acts
+
+
+_ORT_FLOAT = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16,
+              "tensor(double)": TensorProto.DOUBLE, "tensor(bfloat16)": TensorProto.BFLOAT16}
+
+
+def _ort_types(model: onnx.ModelProto, names: list[str]) -> dict[str, TensorInfo]:
+    """Element types ONNX Runtime infers for `names` (its own kernels know contrib ops):
+    a session on the weightless skeleton with those tensors as untyped outputs. Non-float
+    tensors come back typed 0 (not float); nothing is returned if ORT refuses the graph."""
+    import onnxruntime as ort
+
+    probe = skeleton(model)
+    declared = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in declared)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), opts,
+                                       providers=["CPUExecutionProvider"])
+    except Exception:  # ORT cannot load it either: calibration will say so with the file
+        return {}
+    return {o.name: TensorInfo(o.name, _ORT_FLOAT.get(o.type, 0), None)
+            for o in session.get_outputs() if o.name in set(names)}

@@ -242,3 +242,21 @@ def write_large_model(folder, *, rows: int = 8_650_000, dim: int = 64, seed: int
     path = folder / "large.onnx"
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def contrib_op_model(seed: int = 0) -> onnx.ModelProto:
+    """x -> Conv -> com.microsoft.Gelu -> Conv -> y: ONNX shape inference cannot type the
+    Gelu output (a contrib op, as in ORT-optimized exports); ONNX Runtime can."""
+    rng = np.random.default_rng(seed)
+    inits = {"w0": _w(rng, 4, 3, 3, 3), "w1": _w(rng, 4, 4, 3, 3)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="c0", pads=[1, 1, 1, 1]),
+             helper.make_node("Gelu", ["c0"], ["gelu"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Conv", ["gelu", "w1"], ["y"], name="c1", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "contrib", [image("x", 3, 8)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    return model

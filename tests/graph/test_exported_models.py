@@ -207,3 +207,13 @@ def test_torch_exported_transformer_encoder(tmp_path: Path) -> None:
     # Measured 0.99995 (trained-init weights, 8 INT8 GEMMs); the common bound applies.
     assert _cosine(ref["y"], out["y"]) > MIN_COSINE
 
+
+
+def test_contrib_op_output_is_still_calibrated(tmp_path: Path) -> None:
+    """ONNX shape inference cannot type a com.microsoft op's output; ONNX Runtime types it,
+    so calibration observes it and the Conv that reads it gets its Q/DQ."""
+    model = exported.contrib_op_model()
+    assert "gelu" in {a.name for a in activations(model)}
+    result, ref, out = roundtrip(model, tmp_path, (2, 3, 8, 8))
+    assert _dq_fed(result.model, "c1")[:2] == [True, True]
+    assert _cosine(ref["y"], out["y"]) > MIN_COSINE
