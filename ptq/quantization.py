@@ -30,7 +30,8 @@ from ptq.graph.cast import NOT_PINNABLE, pin_float, pin_fp16
 from ptq.graph.edit import copy_model, finalize, save_model
 from ptq.graph.model import skeleton, data_dir, infer_types, load_model, model_sha256, name_unnamed_nodes
 from ptq.graph.precisions import PLUMBING_OPS, Precision, layer_precisions, precision_counts
-from ptq.graph.qdq import FP16_OPSET, MIN_OPSET, QDQ_OPS, ensure_opset, insert_qdq, low_precision, plan_qdq
+from ptq.graph.qdq import (FP16_OPSET, MIN_OPSET, QDQ_OPS, ensure_opset, insert_qdq, low_precision,
+                          opset_of, plan_qdq)
 from ptq.graph.rules import DEFAULT_OP_TYPES, RULES
 from ptq.table import CalibrationTable
 from ptq.version import __version__
@@ -128,15 +129,18 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     proto, sha = _source(model, hash_it=source_sha256 is None)
     sha = source_sha256 or sha
     low = low_precision(proto)
-    try:
-        proto = ensure_opset(proto, FP16_OPSET if low else MIN_OPSET)
-    except ModelLoadError as exc:      # name the file the user gave
-        exc.path = exc.path or (str(model) if isinstance(model, (str, Path)) else None)
-        raise
     rng = _ranges(ranges, config.algo)
     op_types, notes = _op_types(config)
-    pinned = resolve_pins(proto, pins, config.exclude)
-    plan = plan_qdq(proto, op_types, set(pinned), per_channel=config.per_channel_weights)
+    for minimum in (MIN_OPSET, FP16_OPSET):       # float16 scales need opset 19: re-plan after
+        try:
+            proto = ensure_opset(proto, minimum)
+        except ModelLoadError as exc:  # name the file the user gave
+            exc.path = exc.path or (str(model) if isinstance(model, (str, Path)) else None)
+            raise
+        pinned = resolve_pins(proto, pins, config.exclude)
+        plan = plan_qdq(proto, op_types, set(pinned), per_channel=config.per_channel_weights)
+        if not plan.typed_scales or opset_of(proto) >= FP16_OPSET:
+            break
     notes += plan.notes
     _check_ranges(plan.activation_tensors(), rng, sha)
     out = insert_qdq(proto, plan, rng.amaxes, check=False)

@@ -58,6 +58,11 @@ class QdqPlan:
         return list(self.activations)
 
     @property
+    def typed_scales(self) -> bool:
+        """Whether some Q/DQ needs a float16/bfloat16 scale (so opset >= 19)."""
+        return any(t in (TensorProto.FLOAT16, TensorProto.BFLOAT16) for t in self.dtypes.values())
+
+    @property
     def pairs(self) -> int:
         return len(self.activations) + len(set(self.weights.values()))
 
@@ -107,6 +112,8 @@ def plan_qdq(model: onnx.ModelProto, op_types: Collection[str], skip: Collection
             if axis is None and per_channel and rule.axis and len(shape) > 1:
                 plan.notes.append(f"{node.name}: {rule.per_tensor_reason}; per-tensor weight scale used")
             plan.weights[(i, w)] = WeightQ(node.input[w], axis)
+            if g.constant_dtype(node.input[w]) != TensorProto.FLOAT:
+                plan.dtypes[node.input[w]] = g.constant_dtype(node.input[w])
         if rule.shared_scale:
             plan.groups.append({node.input[s] for s in slots})
         plan.int8_nodes.append(i)
@@ -114,8 +121,8 @@ def plan_qdq(model: onnx.ModelProto, op_types: Collection[str], skip: Collection
     plan.groups = _merge_groups(plan.groups)
     if low_precision(model):
         types = infer_types(model)
-        plan.dtypes = {t: types[t].elem_type for t in plan.activations
-                       if t in types and types[t].elem_type != TensorProto.FLOAT}
+        plan.dtypes.update({t: types[t].elem_type for t in plan.activations
+                            if t in types and types[t].elem_type != TensorProto.FLOAT})
     return plan
 
 
