@@ -114,9 +114,13 @@ def check_model(model: onnx.ModelProto, path: str | Path | None) -> None:
     try:
         onnx.checker.check_model(skeleton(model))
     except onnx.checker.ValidationError as exc:
-        raise ModelLoadError(f"the model fails the ONNX checker: {exception_line(exc)}", path=path,
-                             hint="fix the exporter output (run onnx.checker.check_model on it "
-                                  "for the full message) and re-export") from None
+        line = exception_line(exc)
+        hint = ("declare a shape for every graph input and output (dims may be symbolic, e.g. "
+                "'N') and re-export" if "'shape' of 'type' is required" in line else
+                "fix the exporter output (run onnx.checker.check_model on it for the full "
+                "message) and re-export")
+        raise ModelLoadError(f"the model fails the ONNX checker: {line}", path=path,
+                             hint=hint) from None
     except Exception as exc:  # protobuf/OS errors from the C++ checker
         raise ModelLoadError(f"the ONNX checker cannot read the model ({exception_line(exc)})",
                              path=path, hint="re-export the model") from None
