@@ -25,7 +25,7 @@ from typing import Mapping
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from ptq.graph.edit import copy_model
 from ptq.graph.qdq import QdqPlan, UniqueNames, weight_scale
@@ -80,6 +80,11 @@ def bias_corrections(model: onnx.ModelProto, plan: QdqPlan,
         mean = channel_means.get(node.input[0])
         if mean is None or slot != 1 or node.op_type not in ("Conv", "Gemm"):
             continue
+        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if any(g.constant_proto(n) is None or g.constant_proto(n).data_type != TensorProto.FLOAT
+               or g.constant_proto(n).data_location == TensorProto.EXTERNAL
+               for n in filter(None, (wq.tensor, bias_name))):
+            continue  # float32 in-memory weights/biases only (float16 models, >2 GB skeletons)
         w = g.constant_array(wq.tensor)
         dw = rounding_error(w, weight_scale(w, wq.axis), wq.axis)
         if node.op_type == "Conv":
