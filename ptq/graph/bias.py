@@ -69,22 +69,21 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 
 def bias_corrections(model: onnx.ModelProto, plan: QdqPlan,
-                     channel_means: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{node name: corrected FP32 bias} for the planned Conv/Gemm nodes (read-only on `model`).
+                     channel_means: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, float]]:
+    """{node name: (corrected FP32 bias, largest |shift| removed)} for the planned Conv/Gemm nodes (read-only on `model`).
     Nodes without a per-channel mean for their input, or with a layout this pass does not
     know (transA, a non-constant or broadcast bias, beta 0), are left out."""
-    g = GraphIndex.build(model.graph)
-    out: dict[str, np.ndarray] = {}
+    g = GraphIndex.of(model)
+    out: dict[str, tuple[np.ndarray, float]] = {}
     for (i, slot), wq in plan.weights.items():
         node = model.graph.node[i]
         mean = channel_means.get(node.input[0])
         if mean is None or slot != 1 or node.op_type not in ("Conv", "Gemm"):
             continue
         bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if any(g.constant_proto(n) is None or g.constant_proto(n).data_type != TensorProto.FLOAT
-               or g.constant_proto(n).data_location == TensorProto.EXTERNAL
+        if any(not g.is_constant(n) or g.constant_dtype(n) != TensorProto.FLOAT
                for n in filter(None, (wq.tensor, bias_name))):
-            continue  # float32 in-memory weights/biases only (float16 models, >2 GB skeletons)
+            continue  # float32 weights and biases only (float16 models keep their biases)
         w = g.constant_array(wq.tensor)
         dw = rounding_error(w, weight_scale(w, wq.axis), wq.axis)
         if node.op_type == "Conv":
@@ -109,12 +108,13 @@ def bias_corrections(model: onnx.ModelProto, plan: QdqPlan,
             bias = bias.reshape(-1)
         else:
             bias = np.zeros(shift.size)
-        out[node.name] = (bias - shift).astype(np.float32)
+        out[node.name] = ((bias - shift).astype(np.float32),
+                          float(np.abs(shift).max()) if shift.size else 0.0)
     return out
 
 
-def apply_bias_corrections(model: onnx.ModelProto, biases: Mapping[str, np.ndarray]
-                           ) -> dict[str, float]:
+def apply_bias_corrections(model: onnx.ModelProto,
+                           biases: Mapping[str, tuple[np.ndarray, float]]) -> dict[str, float]:
     """Point each named node at its corrected bias, IN PLACE (on a model the caller owns, e.g.
     insert_qdq's output); old bias initializers nothing else reads are dropped. Returns
     {node: largest |shift| removed} for the metadata."""
@@ -125,9 +125,8 @@ def apply_bias_corrections(model: onnx.ModelProto, biases: Mapping[str, np.ndarr
     for node in model.graph.node:
         if node.name not in biases:
             continue
-        new = biases[node.name]
+        new, removed = biases[node.name]
         old = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        before = g.constant_array(old).reshape(-1) if old else np.zeros_like(new)
         name = names(f"{old or node.name + '_bias'}_corrected")
         new_inits.append(numpy_helper.from_array(new, name))
         if len(node.input) > 2:
@@ -136,7 +135,7 @@ def apply_bias_corrections(model: onnx.ModelProto, biases: Mapping[str, np.ndarr
             node.input.append(name)
         if old in g.initializers and len(g.consumers.get(old, [])) == 1:
             dropped.add(old)
-        record[node.name] = float(np.abs(new.astype(np.float64) - before).max()) if new.size else 0.0
+        record[node.name] = removed
     if dropped:
         keep = [t for t in model.graph.initializer if t.name not in dropped]
         del model.graph.initializer[:]
