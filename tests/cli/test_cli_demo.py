@@ -39,9 +39,12 @@ def test_demo_writes_every_artifact_and_they_agree(tmp_path: Path, capsys) -> No
     auto = onnx.load(out / "efficientnet_lite0.auto.onnx")
     pins = json.loads({p.key: p.value for p in auto.metadata_props}["ptq.pins"])
     precisions = layer_precisions(auto)
-    assert pins == sens["auto"]["pins"] and pins
+    assert pins == sens["auto"]["pins"]
     assert all(precisions[p["node"]] is Precision.FP16 for p in pins)
-    assert sens["auto"]["metrics"]["cosine"] > sens["baseline"]["metrics"]["cosine"]
+    if pins:
+        assert sens["auto"]["metrics"]["cosine"] > sens["baseline"]["metrics"]["cosine"]
+    else:  # the default (auto + bias correction) already meets the demo's cosine target all-INT8
+        assert sens["auto"]["met"] and sens["baseline"]["metrics"]["cosine"] >= 0.985
 
     html = (out / "report.html").read_text()
     assert "efficientnet_lite0" in html and best["node"] in html
