@@ -89,7 +89,6 @@ def render(result, fixed: set[int] | None = None) -> str:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Contradictory or meaningless options fail before any work, naming the model."""
-    from ptq.cli.common import positive
     from ptq.cli.outputs import plan_outputs
     from ptq.errors import ConfigError
 
@@ -106,8 +105,10 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.fp32 and not args.data:
         raise ConfigError("--fp32 needs --data (the images both models are run on)",
                           path=args.fp32, hint="add --data images/")
-    positive("batch-size", args.batch_size)
-    positive("max-images", args.max_images)
+    for flag, value in (("--batch-size", args.batch_size), ("--max-images", args.max_images)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be positive, got {value}", path=args.data or model,
+                              hint=f"leave {flag} out for the default")
     inputs = [model, args.fp32]
     if args.output:
         out = Path(args.output)
