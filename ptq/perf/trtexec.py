@@ -73,7 +73,8 @@ def parse_log(path: str | Path, label: str | None = None) -> BenchResult:
                 metrics[name] = stats
     if "Throughput" not in metrics or "GPU Compute Time" not in metrics:
         raise TrtexecOutputError("the performance summary has no Throughput / GPU Compute "
-                                 "Time lines (cut short?)", path=path,
+                                 "Time lines (the log was cut short, edited, or is not trtexec's English "
+                                 "output)", path=path,
                                  hint="pass the whole, unedited trtexec log")
     for name, v in metrics.items():
         values = v.values() if isinstance(v, dict) else [v]
