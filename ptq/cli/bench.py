@@ -32,7 +32,7 @@ examples:
 def _shapes(text: str) -> dict[str, tuple[int, ...]]:
     out = {}
     for part in filter(None, text.split(",")):
-        name, sep, dims = part.rpartition(":")
+        name, sep, dims = part.strip().rpartition(":")
         try:
             shape = tuple(int(d) for d in dims.split("x"))
         except ValueError:

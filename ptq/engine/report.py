@@ -58,8 +58,9 @@ def render_text(res: InspectResult, *, top: int = 15) -> str:
     if s["total_ms"] is not None:
         by_t = s["precision_ms"] or {}
         out.append(f"profiled total {s['total_ms']:.4f} ms per inference; time by precision: "
-                   + ", ".join(f"{k} {v / s['total_ms']:.1%}" for k, v in
-                               sorted(by_t.items(), key=lambda kv: -kv[1])))
+                   + (", ".join(f"{k} {v / s['total_ms']:.1%}" for k, v in
+                                sorted(by_t.items(), key=lambda kv: -kv[1]))
+                      if s["total_ms"] > 0 else "- (every layer timed 0 ms)"))
     rf = s["reformat"]
     share = f", {rf['time_ms']:.4f} ms = {rf['share']:.1%} of the time" \
         if rf["share"] is not None else ""

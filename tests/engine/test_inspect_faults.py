@@ -52,6 +52,7 @@ ODD_ENGINES = {
     "origin-dict-tactic-int": _layers(lambda la: {**la, "Origin": {"a": 1}, "TacticName": 5,
                                                   "LayerType": ["x"]}),
     "io-tensors-null": {**_graph(), "I/O Tensors": None},
+    "layers-without-details": {"Layers": [la["Name"] for la in _graph()["Layers"]]},
     "trt11-odd-io": {"Layers": _graph()["Layers"],
                      "I/O Tensors": [{"Name": "input", "DataType": 5, "Dimensions": "abc"}]},
 }
@@ -111,6 +112,14 @@ def test_bad_profile(tmp_path, capsys, case) -> None:
     prof = _write(tmp_path / "bad.profile.json", BAD_PROFILES[case])
     rc, _, err = _run(capsys, f"{MOB}.graph.json", "--profile", prof)
     _assert_one_line(rc, err, "bad.profile.json")
+
+
+def test_all_zero_profile_is_shown_not_crashed_on(tmp_path, capsys) -> None:
+    prof = _write(tmp_path / "zero.json",
+                  [_profile()[0]] + [{**r, "averageMs": 0.0} for r in _profile()[1:]])
+    rc, out, err = _run(capsys, f"{MOB}.graph.json", "--profile", prof, "--json",
+                        tmp_path / "i.json")
+    assert rc == 0 and "every layer timed 0 ms" in out, err
 
 
 def test_bad_compare_names_the_compare_file(tmp_path, capsys) -> None:
