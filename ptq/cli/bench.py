@@ -40,6 +40,8 @@ def _shapes(text: str) -> dict[str, tuple[int, ...]]:
         if not sep or not name or not shape or min(shape) <= 0:
             raise argparse.ArgumentTypeError(f"expected name:AxBxC[,name2:...] as trtexec's "
                                              f"--shapes, got {part!r}")
+        if name in out:
+            raise argparse.ArgumentTypeError(f"input {name!r} is given twice in {text!r}")
         out[name] = shape
     return out
 

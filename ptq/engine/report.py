@@ -29,6 +29,11 @@ def inspect_engine(engine: str | Path, *, profile: str | Path | None = None,
     if onnx_path is not None:
         from ptq.graph.model import load_model
         intent = int8_intent(eng, load_model(onnx_path, load_weights=False))
+        if intent["matched_nodes"] == 0:
+            from ptq.errors import DataError
+            raise DataError(f"none of the model's node names appear in the engine's layers "
+                            f"({eng.path}): not the model this engine was built from",
+                            path=onnx_path, hint="pass the Q/DQ ONNX given to trtexec --onnx")
     comparison = None
     if compare is not None:
         comparison = compare_engines(load_engine(compare, compare_profile), eng)

@@ -114,6 +114,12 @@ def test_bad_profile(tmp_path, capsys, case) -> None:
     _assert_one_line(rc, err, "bad.profile.json")
 
 
+def test_onnx_of_another_model_is_refused(digits_model_path, capsys) -> None:
+    rc, _, err = _run(capsys, f"{MOB}.graph.json", "--onnx", digits_model_path)
+    _assert_one_line(rc, err, digits_model_path.name)
+    assert "not the model this engine was built from" in err
+
+
 def test_all_zero_profile_is_shown_not_crashed_on(tmp_path, capsys) -> None:
     prof = _write(tmp_path / "zero.json",
                   [_profile()[0]] + [{**r, "averageMs": 0.0} for r in _profile()[1:]])

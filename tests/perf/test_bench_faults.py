@@ -182,6 +182,11 @@ def test_unwritable_or_input_json(tmp_path, capsys, dest) -> None:
     assert log.read_bytes() == LOG.read_bytes()
 
 
+def test_an_input_given_twice_in_shapes_is_usage(capsys) -> None:
+    rc, _, err = _run(capsys, "--parse", LOG, "--shapes", "image:1x3x16x16,image:2x3x16x16")
+    assert rc == 2 and "given twice" in err
+
+
 def test_nothing_to_benchmark_is_usage(capsys) -> None:
     rc, _, err = _run(capsys)
     assert rc == 2 and err.strip().startswith("ptq bench: error: nothing to benchmark")
