@@ -165,6 +165,7 @@ def _run_fix(args: argparse.Namespace, fix_model) -> int:
 
 def _verify(args: argparse.Namespace, fixed):
     from ptq.calibration import CalibrateConfig, open_model_data
+    from ptq.errors import PtqError
     from ptq.graph.model import load_model
     from ptq.lint import verify_fix
 
@@ -174,7 +175,15 @@ def _verify(args: argparse.Namespace, fixed):
     source = open_model_data(Path(args.fp32 or args.model), load_model(args.fp32 or args.model),
                              args.data, config)
     batches = list(source.batches(args.batch_size or 32))
-    return verify_fix(original, fixed, batches, fp32=args.fp32)
+    try:
+        return verify_fix(original, fixed, batches, fp32=args.fp32)
+    except PtqError as exc:
+        if exc.path is not None:
+            raise
+        raise PtqError(f"checking the fix on --data failed: {exc.message}",
+                       path=args.fp32 or args.model,
+                       hint="--data and --fp32 must fit the Q/DQ model's inputs (same input "
+                            "names, dtypes and sizes)") from None
 
 
 def _verification_text(v: dict) -> str:

@@ -147,6 +147,10 @@ def _read_json(path: str | Path, what: str):
                               hint="pass the file trtexec wrote")
     if not path.is_file():
         raise EngineFileError(f"{what} not found", path=path, hint="check the path")
+    if path.suffix.lower() in (".onnx", ".plan", ".engine", ".trt"):
+        raise EngineFileError(f"a {path.suffix} file, not the {what}", path=path,
+                              hint="pass the JSON of trtexec --exportLayerInfo=F "
+                                   "(or --exportProfile=F for --profile)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

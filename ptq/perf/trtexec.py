@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ptq.errors import BackendUnavailable, DataError
+from ptq.errors import BackendUnavailable, DataError, exception_line
 from ptq.perf.stats import BenchConfig, BenchResult
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -129,7 +129,8 @@ def parse_times(path: str | Path, label: str | None = None, *,
     try:
         records = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise TrtexecOutputError(f"not valid JSON ({type(exc).__name__}; truncated?)", path=path,
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else exception_line(exc)
+        raise TrtexecOutputError(f"not valid JSON ({why}; cut short or edited?)", path=path,
                                  hint="pass the file of trtexec --exportTimes") from None
     need = ("startEnqMs", "endEnqMs", "startComputeMs", "endComputeMs", "h2dMs", "computeMs",
             "d2hMs")
