@@ -17,8 +17,9 @@ from ptq.graph.rules import fusible_backbone, residual_inputs
 from ptq.lint import evidence
 from ptq.lint.view import QdqView
 
-# Q/DQ types TensorRT accepts (TENSORRT.md §3.1): UINT8 has its own rule (DLA only); an INT32
-# DQ is ONNX Runtime's quantized bias, a constant the parser folds, so it is not flagged.
+# Q/DQ types TensorRT accepts (TENSORRT.md §3.1): UINT8 has its own rule (DLA only). An INT32
+# DQ is ONNX Runtime's quantized bias (a constant); whether the parser takes it is not verified
+# here, so it is not flagged rather than flagged on a guess.
 TRT_QUANT_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.INT4,
                    onnx.TensorProto.FLOAT4E2M1)
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
