@@ -20,7 +20,7 @@ from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, DataError
 from ptq.graph.model import activations, float_inputs, graph_inputs, load_model, model_sha256
 from ptq.histogram import DEFAULT_NUM_BINS
-from ptq.atomic import write_text
+from ptq.atomic import encode_text, replace_set
 from ptq.table import CalibrationTable, TensorRange
 from ptq.version import __version__
 
@@ -135,20 +135,24 @@ def cache_header(method: Method | str) -> str:
     return MINMAX_HEADER if Method(method) is Method.MINMAX else ENTROPY_HEADER
 
 
+def is_calibration_output(name: str) -> bool:
+    """The files one `ptq calibrate` run owns in its output folder (replaced as a set)."""
+    return name == "ranges.json" or (name.startswith("calib.") and name.endswith(".cache"))
+
+
 def write_outputs(table: CalibrationTable, outdir: str | Path, *,
                   trt_version: str = DEFAULT_TRT_VERSION,
                   header: str | None = None) -> dict[str, Path]:
-    """ranges.json and one calib.<algo>.cache per algorithm; everything is rendered before
-    the first byte is written, so a bad value leaves no partial set of files."""
-    outdir = Path(outdir)
+    """ranges.json and one calib.<algo>.cache per algorithm, rendered first, then switched
+    in as one set (ptq.atomic.replace_set): after a failure or an interruption the folder
+    holds the whole old set or the whole new one; caches of algorithms this run did not
+    compute are removed in the same switch so none is left beside ranges it does not match."""
     texts = {"ranges.json": table.to_json()}
     for method in table.methods:
         texts[f"calib.{method}.cache"] = render_cache(
             table.amaxes(method), header=header or cache_header(method), trt_version=trt_version)
-    written = {}
-    for fname, text in texts.items():
-        written[fname] = write_text(outdir / fname, text)
-    return written
+    return replace_set(outdir, {name: encode_text(text) for name, text in texts.items()},
+                       owned=is_calibration_output)
 
 
 def disagreement(table: CalibrationTable, top: int = 10) -> list[tuple[str, float, dict[str, float]]]:

@@ -5,12 +5,18 @@ import argparse
 import time
 from pathlib import Path
 
+from ptq.atomic import check_writable
 from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER, version_int
 from ptq.calibration import CalibrateConfig, calibrate, disagreement, write_outputs
 from ptq.calibrators import AlgorithmSettings, Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
                             positive, preprocess_options, progress_bar)
 from ptq.errors import ConfigError
+from ptq.histogram import DEFAULT_NUM_BINS
+
+# --num-bins bounds: the entropy search starts at 128 bins (TensorRT's INT8 levels); above
+# 65536 a histogram (which may grow 16x) and the O(bins) searches stop being cheap
+MIN_NUM_BINS, MAX_NUM_BINS = 128, 65536
 
 DESCRIPTION = """\
 Run the FP32 model in ONNX Runtime over calibration data, stream every float
@@ -47,8 +53,9 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="entropy, minmax, percentile, mse or all (several allowed; default: entropy)")
     g.add_argument("--percentile", type=float, default=AlgorithmSettings().percentile,
                    help="percentile for --algo percentile (default: %(default)s)")
-    g.add_argument("--num-bins", type=int, default=2048,
-                   help="histogram bins fixed by the first batch (default: %(default)s)")
+    g.add_argument("--num-bins", type=int, default=DEFAULT_NUM_BINS,
+                   help=f"histogram bins fixed by the first batch, {MIN_NUM_BINS}..{MAX_NUM_BINS} "
+                        "(default: %(default)s)")
     add_runtime_args(p)
     g = p.add_argument_group("output")
     g.add_argument("-o", "--outdir", default=None,
@@ -77,8 +84,11 @@ def parse_algorithms(names: list[str]) -> tuple[Method, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag in ("batch_size", "max_images", "num_bins"):
+    for flag in ("batch_size", "max_images"):
         positive(flag.replace("_", "-"), getattr(args, flag))
+    if not MIN_NUM_BINS <= args.num_bins <= MAX_NUM_BINS:
+        raise ConfigError(f"--num-bins must be in {MIN_NUM_BINS}..{MAX_NUM_BINS}, got {args.num_bins}",
+                          hint=f"the default {DEFAULT_NUM_BINS} is what TensorRT uses")
     if not 0 < args.percentile <= 100:
         raise ConfigError(f"--percentile must be in (0, 100], got {args.percentile}")
     config = CalibrateConfig(
@@ -90,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if outdir.exists() and not outdir.is_dir():  # checked before the (long) statistics pass
         raise ConfigError("the output folder is an existing file", path=outdir,
                           hint="pass -o a folder (it is created if missing)")
+    check_writable(outdir)  # read-only, under a file: fail now, not after the pass
     version_int(args.trt_version)  # a bad --trt-version fails now, not after calibrating
     start = time.perf_counter()
     with progress_bar(args, None, "calibrating") as update:

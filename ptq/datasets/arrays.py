@@ -43,7 +43,8 @@ class ArrayData:
                                 hint="store numeric arrays")
             check_sample_shape(info, arr, origin)
             self.arrays[info.name] = arr[:max_images].astype(info.dtype, copy=False)
-        self.labels = None if labels is None else np.asarray(labels)[:max_images]
+        self.labels = None if labels is None else _check_labels(np.asarray(labels),
+                                                                 lengths.pop(), origin)[:max_images]
         self.origin = origin
         self.skipped = Skipped()
 
@@ -61,6 +62,18 @@ class ArrayData:
         return {"kind": "arrays", "source": self.origin, "num_files": len(self),
                 "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.name}
                            for k, v in self.arrays.items()}}
+
+
+def _check_labels(labels: np.ndarray, count: int, origin: str) -> np.ndarray:
+    """Labels are one integer class per sample: a 1-D integer array as long as the data."""
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise DataError(f"'{LABELS_KEY}' must be a 1-D integer array (one class per sample), got "
+                        f"shape {tuple(labels.shape)} dtype {labels.dtype}", path=origin,
+                        hint="store class indices, e.g. labels = onehot.argmax(1)")
+    if len(labels) != count:
+        raise DataError(f"'{LABELS_KEY}' has {len(labels)} entries but the data has {count} "
+                        "samples", path=origin, hint="give one label per sample")
+    return labels.astype(np.int64, copy=False)
 
 
 def load_arrays(path: str | Path, inputs: list[TensorInfo], *,
