@@ -105,19 +105,25 @@ def _lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
 
 
-def _is_stale(path: Path) -> bool:
-    """True when no live process holds `path`'s lock (taking it proves that)."""
+@contextlib.contextmanager
+def _claim(path: Path) -> Iterator[bool]:
+    """Take `path`'s lock if no live process holds it; yields whether it was taken (and
+    keeps it until the block ends, so two tidying processes never work on the same thing)."""
     if fcntl is None:
-        return False
+        yield False
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False
+        yield False
+        return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -261,15 +267,20 @@ def finish_interrupted(folder: str | Path, *, owned: Callable[[str], bool] | Non
         try:
             if path.name.startswith(STAGE_PREFIX) and path.name.endswith(STAGE_SUFFIX) \
                     and path.is_dir():
-                if not _is_stale(path / _LOCK) and (path / _LOCK).exists():
+                if not (path / _LOCK).exists():  # killed before it locked (or locking now)
+                    if time.time() - path.stat().st_mtime > 60:
+                        shutil.rmtree(path, ignore_errors=True)
                     continue
-                if (path / COMMIT).exists():
-                    _apply(path, folder)
-                else:
-                    shutil.rmtree(path, ignore_errors=True)
+                with _claim(path / _LOCK) as claimed:
+                    if claimed and (path / COMMIT).exists():
+                        _apply(path, folder)
+                    elif claimed:
+                        shutil.rmtree(path, ignore_errors=True)
             elif owned is not None and (m := _TEMP_FILE.match(path.name)) \
-                    and owned(m["name"]) and path.is_file() and _is_stale(path):
-                path.unlink()
+                    and owned(m["name"]) and path.is_file():
+                with _claim(path) as claimed:
+                    if claimed:
+                        path.unlink()
         except OSError:
             continue
 
