@@ -156,7 +156,8 @@ def write_outputs(table: CalibrationTable, outdir: str | Path, *,
 
 
 def disagreement(table: CalibrationTable, top: int = 10) -> list[tuple[str, float, dict[str, float]]]:
-    """Tensors whose algorithms disagree most: (name, max amax / min amax, amaxes)."""
+    """Tensors whose algorithms disagree most: (name, max amax / min amax, amaxes); equal
+    ratios keep graph order (the sort is stable)."""
     rows = []
     for name, t in table.tensors.items():
         vals = [v for v in t.amax.values()]

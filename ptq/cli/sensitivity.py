@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ptq.backends.ort import QDQ_FAITHFUL_LEVELS
 from ptq.calibrators import Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
                             positive, preprocess_options, progress_bar)
 from ptq.errors import ConfigError
+from ptq.sensitivity import SensitivityConfig
 
 EXIT_TARGET_NOT_MET = 4
 
@@ -95,8 +97,12 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=["ort", "trt"], default="ort",
                    help='ort: ONNX Runtime (default); trt: TensorRT engines '
                         '(pip install "ptq[tensorrt]")')
-    g.add_argument("--optimization", choices=["disable", "basic", "extended", "all"], default="basic",
-                   help="ONNX Runtime graph optimization for the quantized variants (default: basic)")
+    g.add_argument("--optimization", choices=list(QDQ_FAITHFUL_LEVELS),
+                   default=SensitivityConfig.optimization,
+                   help="ONNX Runtime graph optimization for the quantized variants (default: "
+                        f"{SensitivityConfig.optimization}). Only levels that compute exact Q/DQ "
+                        "semantics are offered: 'extended'/'all' fuse integer kernels that corrupt "
+                        "QDQ models on CPUs without VNNI")
     add_runtime_args(p)
     g = p.add_argument_group("output")
     g.add_argument("--topk", type=int, default=10, metavar="K", help="layers to print (default: 10)")
@@ -110,7 +116,7 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace, outdir: Path):
     from ptq.quantization import QuantizeConfig
-    from ptq.sensitivity import AutoConfig, SensitivityConfig
+    from ptq.sensitivity import AutoConfig
     from ptq.sensitivity.cache import CACHE_DIRNAME
 
     for flag in ("batch_size", "max_images", "eval_images", "jobs", "topk"):

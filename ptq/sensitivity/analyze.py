@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import onnx
 
 from ptq.calibration import CalibrateConfig, PreprocessOptions
+from ptq.backends.ort import QDQ_FAITHFUL_LEVELS
 from ptq.errors import ConfigError
 from ptq.evaluate import run_model
 from ptq.graph.model import load_model, model_sha256
@@ -277,6 +278,10 @@ def rank_layers(rows: Sequence[LayerResult], scorers: Sequence[Scorer],
 
 
 def _jobs(config: SensitivityConfig) -> int:
+    if config.optimization not in QDQ_FAITHFUL_LEVELS:
+        raise ConfigError(f"optimization level {config.optimization!r} does not compute Q/DQ "
+                          "exactly (ONNX Runtime fuses integer kernels that corrupt QDQ models on "
+                          "CPUs without VNNI)", hint=f"use one of {', '.join(QDQ_FAITHFUL_LEVELS)}")
     if config.jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {config.jobs}")
     if Backend(config.backend) is Backend.TRT and config.jobs > 1:
