@@ -427,3 +427,37 @@ def test_image_loader_decodes_a_bounded_number_ahead(tmp_path: Path) -> None:
     per_image = 224 * 224 * 3 * 4
     # LOOKAHEAD results + 2 being decoded + resize temporaries; far below 300 images' worth
     assert peak < (lookahead + 20) * per_image < 300 * per_image / 3, peak / per_image
+
+
+# --- tidying never touches a live run ------------------------------------------------------------
+
+def test_leftovers_of_live_runs_are_kept_and_of_dead_runs_removed(tmp_path: Path) -> None:
+    """What a killed run left is deleted, what a running one is writing is not: liveness is the
+    flock the writer holds (flock locks of two open files conflict even in one process)."""
+    import fcntl
+
+    from ptq.atomic import finish_interrupted, replace_set
+
+    def staged(name: str, locked: bool) -> tuple[Path, int | None]:
+        stage = tmp_path / f".ptq-set-{name}.tmp"
+        stage.mkdir()
+        (stage / "ranges.json").write_text("{}")
+        fd = os.open(stage / ".lock", os.O_CREAT | os.O_RDWR)
+        if locked:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return stage, fd
+        os.close(fd)
+        return stage, None
+
+    live, fd = staged("live", locked=True)
+    dead, _ = staged("dead", locked=False)
+    temp = tmp_path / ".ranges.json.abcd1234.tmp"
+    temp.write_text("{")
+    held = os.open(temp, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    replace_set(tmp_path, {"ranges.json": b"{}\n"})
+    assert live.exists() and temp.exists() and not dead.exists()
+    os.close(fd)
+    os.close(held)
+    finish_interrupted(tmp_path, owned=lambda n: n == "ranges.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranges.json"]
