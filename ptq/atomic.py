@@ -216,6 +216,9 @@ def replace_set(folder: str | Path, files: Mapping[str, bytes | Callable[[Path],
             moved = sorted((p.name for p in stage.iterdir() if p.name != _LOCK),
                            key=lambda n: (n == "ranges.json", n))  # ranges.json last
             for name in moved:
+                if (folder / name).is_dir():  # os.replace would fail half-way through the set
+                    raise OutputError("is a folder, not a file", path=folder / name,
+                                      hint="remove it or write elsewhere with -o")
                 _fsync_file(stage / name)
             remove = sorted(p.name for p in folder.iterdir()
                             if p.name not in moved and p.is_file() and owned(p.name))
