@@ -6,8 +6,9 @@ side where they are independent (the cases are many and each process pays the im
 
 Signals land at exact points of the write phase through ptq's one test hook, PTQ_TEST_PAUSE
 (ptq/atomic.py): the writer prints `ptq-test: paused at <step>` and waits there for a signal.
-A full disk is a small tmpfs mounted on a temp folder, which needs root (CAP_SYS_ADMIN);
-elsewhere those tests skip and say so (RLIMIT_FSIZE would give EFBIG, not ENOSPC).
+A full disk is a small tmpfs mounted on a temp folder: directly as root, else inside an
+unprivileged user+mount namespace (`unshare -Urm`); where neither is allowed that test skips
+and says why (RLIMIT_FSIZE would give EFBIG, not ENOSPC, so it is no substitute).
 """
 from __future__ import annotations
 
@@ -184,25 +185,42 @@ def test_quantize_measures_before_writing_and_keeps_the_good_model(
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """A 2 MiB tmpfs on a temp folder; yields (folder, fill) where fill(n) leaves n bytes free."""
+    """A 2 MiB tmpfs; yields (folder, fill) where fill(n) leaves n bytes free.
+
+    As root it is mounted on a temp folder. Otherwise it is mounted inside a user+mount
+    namespace (`unshare -Urm`, no privileges needed where the kernel allows it) by a process
+    that then sleeps, and reached from here through /proc/<its pid>/root/<folder>."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for a real ENOSPC needs root (CAP_SYS_ADMIN)")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]
+    holder = None
+    if os.geteuid() == 0 and subprocess.run(mount, capture_output=True).returncode == 0:
+        path = mnt
+    elif shutil.which("unshare"):
+        holder = subprocess.Popen(["unshare", "-Urm", "sh", "-c", f"{' '.join(mount)} && echo ok "
+                                   "&& exec sleep 600"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        if holder.stdout.readline().strip() != "ok":
+            holder.kill()
+            pytest.skip("no tmpfs for a real ENOSPC: not root, and `unshare -Urm` cannot mount "
+                        f"({holder.communicate()[1].strip()})")
+        path = Path(f"/proc/{holder.pid}/root") / mnt.relative_to("/")
+    else:
+        pytest.skip("no tmpfs for a real ENOSPC: not root and no `unshare` to mount one")
 
     def fill(free: int) -> None:
-        st = os.statvfs(mnt)
-        (mnt / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - free))
-        assert os.statvfs(mnt).f_bavail * st.f_frsize == free
+        st = os.statvfs(path)
+        (path / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - free))
+        assert os.statvfs(path).f_bavail * st.f_frsize == free
 
     try:
-        yield mnt, fill
+        yield path, fill
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        if holder is None:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+        else:
+            holder.kill()
+            holder.wait()
 
 
 def _pages(n: int) -> int:
