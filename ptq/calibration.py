@@ -17,7 +17,7 @@ from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render
 from ptq.calibrators import AlgorithmSettings, Method, compute_amax
 from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import fixed_batch, make_preprocess, open_data
-from ptq.errors import CalibrationError, DataError
+from ptq.errors import CalibrationError, ConfigError, DataError
 from ptq.graph.model import activations, float_inputs, graph_inputs, load_model, model_sha256
 from ptq.histogram import DEFAULT_NUM_BINS
 from ptq.atomic import encode_text, replace_set
@@ -25,6 +25,17 @@ from ptq.table import CalibrationTable, TensorRange
 from ptq.version import __version__
 
 log = logging.getLogger(__name__)
+
+
+# num_bins bounds: the entropy search starts at 128 bins (TensorRT's INT8 levels); above
+# 65536 a histogram (which may grow 16x per tensor) and the searches stop being cheap
+MIN_NUM_BINS, MAX_NUM_BINS = 128, 65536
+
+
+def check_num_bins(num_bins: int) -> None:
+    if not MIN_NUM_BINS <= num_bins <= MAX_NUM_BINS:
+        raise ConfigError(f"--num-bins must be in {MIN_NUM_BINS}..{MAX_NUM_BINS}, got {num_bins}",
+                          hint=f"the default {DEFAULT_NUM_BINS} is what TensorRT uses")
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ def open_model_data(model_path: Path, model: onnx.ModelProto, data: Any, config:
 def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateConfig(), *,
               progress: Callable[[int], None] | None = None) -> CalibrationTable:
     """Calibrate `model` on `data` (image folder, .npy/.npz, or an iterable of arrays/dicts)."""
+    check_num_bins(config.num_bins)
     model_path = Path(model)
     proto = load_model(model_path)
     source = open_model_data(model_path, proto, data, config)

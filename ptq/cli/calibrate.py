@@ -7,16 +7,13 @@ from pathlib import Path
 
 from ptq.atomic import check_writable
 from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER, version_int
-from ptq.calibration import CalibrateConfig, calibrate, disagreement, write_outputs
+from ptq.calibration import (MAX_NUM_BINS, MIN_NUM_BINS, CalibrateConfig, calibrate,
+                             check_num_bins, disagreement, write_outputs)
 from ptq.calibrators import AlgorithmSettings, Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
                             positive, preprocess_options, progress_bar)
 from ptq.errors import ConfigError
 from ptq.histogram import DEFAULT_NUM_BINS
-
-# --num-bins bounds: the entropy search starts at 128 bins (TensorRT's INT8 levels); above
-# 65536 a histogram (which may grow 16x) and the O(bins) searches stop being cheap
-MIN_NUM_BINS, MAX_NUM_BINS = 128, 65536
 
 DESCRIPTION = """\
 Run the FP32 model in ONNX Runtime over calibration data, stream every float
@@ -86,9 +83,7 @@ def parse_algorithms(names: list[str]) -> tuple[Method, ...]:
 def run(args: argparse.Namespace) -> int:
     for flag in ("batch_size", "max_images"):
         positive(flag.replace("_", "-"), getattr(args, flag))
-    if not MIN_NUM_BINS <= args.num_bins <= MAX_NUM_BINS:
-        raise ConfigError(f"--num-bins must be in {MIN_NUM_BINS}..{MAX_NUM_BINS}, got {args.num_bins}",
-                          hint=f"the default {DEFAULT_NUM_BINS} is what TensorRT uses")
+    check_num_bins(args.num_bins)
     if not 0 < args.percentile <= 100:
         raise ConfigError(f"--percentile must be in (0, 100], got {args.percentile}")
     config = CalibrateConfig(
