@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     one_line_warnings(f"ptq {args.command}")
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as its bytes
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         return int(args.run(args) or EXIT_OK)
     except PtqError as exc:
