@@ -383,7 +383,8 @@ def test_bad_input_is_a_one_line_exit_1_error(tmp_path: Path, digits_model_path:
     assert "DecompressionBombWarning" in skip.err
     assert "decompression-bomb" in one_line_error(strict, "calibrate")
     assert "--num-bins must be in 128..65536" in one_line_error(bins, "calibrate")
-    assert "'labels' must be a 1-D integer array" in one_line_error(labels, "sensitivity")
+    assert "top1-acc need one integer class per sample, but the labels have shape (8, 10)" \
+        in one_line_error(labels, "sensitivity")
     assert "invalid min/max nan" in one_line_error(report, "report")
     assert not any((tmp_path / o).exists() for o in ("o2", "o3", "o4", "r.html"))
 

@@ -65,15 +65,17 @@ class ArrayData:
 
 
 def _check_labels(labels: np.ndarray, count: int, origin: str) -> np.ndarray:
-    """Labels are one integer class per sample: a 1-D integer array as long as the data."""
-    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise DataError(f"'{LABELS_KEY}' must be a 1-D integer array (one class per sample), got "
+    """Labels ride along per sample: numeric, first axis as long as the data. Their shape is
+    checked by whatever consumes them (class metrics want one integer per sample, detection
+    metrics box arrays)."""
+    if labels.ndim == 0 or not np.issubdtype(labels.dtype, np.number):
+        raise DataError(f"'{LABELS_KEY}' must be a numeric array with one entry per sample, got "
                         f"shape {tuple(labels.shape)} dtype {labels.dtype}", path=origin,
-                        hint="store class indices, e.g. labels = onehot.argmax(1)")
+                        hint="store class indices (or per-sample box arrays) as 'labels'")
     if len(labels) != count:
         raise DataError(f"'{LABELS_KEY}' has {len(labels)} entries but the data has {count} "
                         "samples", path=origin, hint="give one label per sample")
-    return labels.astype(np.int64, copy=False)
+    return labels
 
 
 def load_arrays(path: str | Path, inputs: list[TensorInfo], *,
