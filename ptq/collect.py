@@ -22,6 +22,7 @@ from ptq.errors import CalibrationError, ConfigError
 from ptq.graph.edit import add_outputs
 from ptq.graph.model import Activation, activations
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
+from ptq.kernels import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ def _observe(stats: Statistics, name: str, x: Any, scratch: Scratch | None,
 def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, inputs: list[str],
                names: list[str], fixed_batch: int | None,
                progress: Callable[[int], None] | None, threads: int) -> None:
+    warm_up()  # the fast counting kernel joins once it has loaded (ptq/kernels.py)
     local = threading.local()
     bad: dict[str, CalibrationError] = {}
 

@@ -7,12 +7,15 @@ one needs four passes and a temporary index array. Measured on EfficientNet-Lite
 activations (26 M float32 values, half of them zero after ReLU, 2-core CPU):
 numpy 5.3 ns a value, numba 1.3 ns. numba comes with `pip install "ptq[fast]"`.
 
-`PTQ_KERNEL=numpy` forces the numpy kernel (to compare, or where numba misbehaves).
+numba loads in the background (`warm_up`, called by the statistics pass); batches counted
+before it is ready use numpy. `PTQ_KERNEL=numpy` forces numpy (to compare, or where numba
+misbehaves).
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Callable
 
 import numpy as np
@@ -84,25 +87,45 @@ def _compile_numba() -> Callable | None:
 
 
 _NUMBA: Callable | None = None
-_LOADED = False
+_READY = threading.Event()
+_STARTED = threading.Lock()
+_started = False
 
 
-def kernel_name() -> str:
-    """'numba' or 'numpy': which kernel `bin_counts` uses in this process."""
-    return "numba" if _numba_kernel() is not None else "numpy"
+def warm_up() -> None:
+    """Start loading the numba kernel in the background. Loading costs ~1.5 s of CPU even
+    from numba's on-disk cache (LLVM start-up), more than it saves on a small calibration
+    set: until it is ready `bin_counts` counts with numpy, whose counts are identical."""
+    global _started
+    with _STARTED:
+        if _started:
+            return
+        _started = True
+    if os.environ.get("PTQ_KERNEL", "").lower() == "numpy":
+        _READY.set()
+        return
+    threading.Thread(target=_load, name="ptq-numba-load", daemon=True).start()
 
 
-def _numba_kernel() -> Callable | None:
-    global _NUMBA, _LOADED
-    if not _LOADED:
-        _LOADED = True
-        if os.environ.get("PTQ_KERNEL", "").lower() != "numpy":
-            try:
-                _NUMBA = _compile_numba()
-            except Exception as exc:  # a broken numba install must not stop calibration
-                log.warning("numba histogram kernel unavailable (%s); using numpy", exc)
-                _NUMBA = None
-    return _NUMBA
+def _load() -> None:
+    global _NUMBA
+    try:
+        kernel = _compile_numba()
+        if kernel is not None:
+            kernel(np.zeros(8, np.float32), np.float32(1.0), np.zeros(2, np.int64))  # load now
+        _NUMBA = kernel
+    except Exception as exc:  # a broken numba install must not stop calibration
+        log.warning("numba histogram kernel unavailable (%s); using numpy", exc)
+    finally:
+        _READY.set()
+
+
+def kernel_name(wait: bool = True) -> str:
+    """'numba' or 'numpy': the kernel `bin_counts` uses now (wait: once loading is over)."""
+    if wait:
+        warm_up()
+        _READY.wait()
+    return "numba" if _READY.is_set() and _NUMBA is not None else "numpy"
 
 
 def bin_counts(x: np.ndarray, bin_width: float, num_bins: int,
@@ -115,7 +138,7 @@ def bin_counts(x: np.ndarray, bin_width: float, num_bins: int,
     """
     if not isinstance(x, np.ndarray):  # a ptq.cuda_stats.DeviceTensor: counted on its device
         return x.bin_counts(bin_width, num_bins)
-    kernel = _numba_kernel()
+    kernel = _NUMBA if _READY.is_set() else None
     inv = 1.0 / bin_width
     if kernel is None or inv >= _F32_MAX or x.size < 4096:
         return numpy_bin_counts(x, bin_width, num_bins, scratch)

@@ -69,7 +69,9 @@ def load_arrays(path: str | Path, inputs: list[TensorInfo], *,
     if not path.is_file():
         raise DataError("data file not found", path=path, hint="check the --data path")
     try:  # npz members are read lazily: a bad member fails inside the comprehension
-        loaded = np.load(path, allow_pickle=False)
+        # .npy is memory-mapped: batches are read as they are used, so host memory does not
+        # grow with the number of samples (npz members cannot be mapped).
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
         if not isinstance(loaded, np.ndarray):
             with loaded:
                 loaded = {k: loaded[k] for k in loaded.files}
