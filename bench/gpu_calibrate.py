@@ -39,7 +39,7 @@ model, data, providers, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.a
 if providers == "cuda":
     ort.preload_dlls()
     names = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    opts = [{"cudnn_conv_algo_search": "HEURISTIC"}, {}]   # as ptq's sessions
+    opts = [{"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}, {}]   # as ptq's sessions
 else:
     names, opts = ["CPUExecutionProvider"], [{}]
 session = ort.InferenceSession(model, providers=names, provider_options=opts)
@@ -191,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                               "--providers", args.providers, "--batch-size", str(batch), "-q",
                               "-o", str(work / f"out_{ort_n}")))
             results["runs"][ort_n] = {"fp32": fp32, "calibrate": cal}
-        results["ort_entropy"] = {"images": ort_n, **timed(
-            python(ORT_ENTROPY, str(model), str(files[ort_n]), args.providers, str(batch), str(work)),
-            env)}
+        # ORT stacks every batch's outputs into one array: all its batches must be equal.
+        ort_batch = max(d for d in range(1, batch + 1) if ort_n % d == 0)
+        results["ort_entropy"] = {"images": ort_n, "batch": ort_batch, **timed(
+            python(ORT_ENTROPY, str(model), str(files[ort_n]), args.providers, str(ort_batch),
+                   str(work)), env)}
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
