@@ -18,7 +18,7 @@ import onnx
 
 from ptq.backends.ort import OrtRunner, default_threads, resolve_providers
 from ptq.datasets.base import Batch
-from ptq.errors import CalibrationError, ConfigError
+from ptq.errors import CalibrationError, ConfigError, InternalError
 from ptq.graph.edit import add_outputs
 from ptq.graph.model import Activation, activations
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
@@ -95,8 +95,11 @@ def planned_device(providers: str | list[str] = "auto", device: str = "auto") ->
         return device
     if resolve_providers(providers)[0] != "CUDAExecutionProvider":
         return "cpu"
-    from ptq.cuda_stats import unavailable
-    return "cuda" if unavailable() is None else "cpu"
+    from ptq import cuda_stats
+    if not cuda_stats.installed():
+        return "cpu"
+    cuda_stats.preload()  # torch imports while the data and the session are prepared
+    return "cuda"
 
 
 def auto_batch_size(acts: list[Activation], fixed: int | None, requested: int | None,
@@ -145,6 +148,9 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     inputs = [a.name for a in acts if a.producer is None]
     names = [a.name for a in acts if a.producer is not None]
     augmented = add_outputs(model, [a.info for a in acts if a.producer is not None])
+    if device != "cpu" and planned_device(providers, device) == "cuda":
+        from ptq.cuda_stats import preload
+        preload()
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
     with OrtRunner(augmented, providers=providers, optimization="all",
                    session_config={"session.intra_op.allow_spinning": "0"}) as runner:
@@ -152,25 +158,39 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
         stats.device = _statistics_device(device, runner)
         log.info("statistics pass on %s, statistics on %s", stats.provider, stats.device)
         if stats.device == "cuda":
-            from ptq.cuda_stats import DeviceOutputs
-            outputs = DeviceOutputs(runner.session, names, runner.device_id)
-            for batch in _usable(batches, fixed_batch):
-                values = outputs.run(batch.feeds)
-                minmax = outputs.minmax(values)
-                bad: dict[str, CalibrationError] = {}
-                for name, x in values.items():
-                    try:
-                        stats.tensors[name].update(x, minmax=minmax[name])
-                    except CalibrationError as exc:
-                        bad[name] = exc
-                for name in inputs:
-                    _observe(stats, name, batch.feeds[name], None, bad)
-                del values
-                _finish([], batch, stats, bad, progress)
+            _device_pass(runner, batches, stats, inputs, names, fixed_batch, progress)
             return stats
         _host_pass(runner, batches, stats, inputs, names, fixed_batch, progress,
                    threads or stats_threads())
     return stats
+
+
+def _device_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics,
+                 inputs: list[str], names: list[str], fixed_batch: int | None,
+                 progress: Callable[[int], None] | None) -> None:
+    """Per batch: one run, one min/max transfer, one counts transfer (ptq/cuda_stats.py)."""
+    from ptq.cuda_stats import DeviceOutputs
+
+    outputs = DeviceOutputs(runner.session, names, runner.device_id)
+    for batch in _usable(batches, fixed_batch):
+        values = outputs.run(batch.feeds)
+        values.update((n, outputs.upload(batch.feeds[n])) for n in inputs)
+        minmax = outputs.minmax(values)
+        bad: dict[str, CalibrationError] = {}
+        before = {}
+        for name in stats.tensors:  # graph order: the first NaN/Inf is reported
+            before[name] = stats.tensors[name].histogram.total
+            try:
+                stats.tensors[name].update(values[name], minmax=minmax[name])
+            except CalibrationError as exc:
+                bad[name] = exc
+        if not bad:
+            outputs.add_pending(values, {n: stats.tensors[n].histogram for n in values})
+            for name, x in values.items():  # the deferred counts must add up to the batch
+                if stats.tensors[name].histogram.total != before[name] + x.size:
+                    raise InternalError(f"GPU histogram of '{name}' lost counts")
+        del values
+        _finish([], batch, stats, bad, progress)
 
 
 def _statistics_device(device: str, runner: OrtRunner) -> str:
