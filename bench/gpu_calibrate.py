@@ -43,9 +43,12 @@ if providers == "cuda":
 else:
     names, opts = ["CPUExecutionProvider"], [{}]
 session = ort.InferenceSession(model, providers=names, provider_options=opts)
-x = np.load(data, mmap_mode="r")
+x = np.load(data, mmap_mode="r")   # read per batch with file reads, as ptq does
+row = int(np.prod(x.shape[1:]))
 for s in range(0, len(x), batch):
-    session.run(None, {"input": np.ascontiguousarray(x[s:s + batch])})
+    n = min(batch, len(x) - s)
+    b = np.fromfile(data, np.float32, count=n * row, offset=x.offset + s * row * 4)
+    session.run(None, {"input": b.reshape(n, *x.shape[1:])})
 print(session.get_providers()[0])
 """
 
@@ -66,7 +69,9 @@ class Reader(CalibrationDataReader):
         if self.s >= len(x):
             return None
         self.s += batch
-        return {"input": np.ascontiguousarray(x[self.s - batch:self.s])}
+        row = int(np.prod(x.shape[1:]))
+        b = np.fromfile(data, np.float32, count=batch * row, offset=x.offset + (self.s - batch) * row * 4)
+        return {"input": b.reshape(batch, *x.shape[1:])}
 cal = create_calibrator(model, None, work + "/augmented.onnx", calibrate_method=CalibrationMethod.Entropy,
                         providers=names, extra_options={"num_bins": 2048, "num_quantized_bins": 128,
                                                         "symmetric": True})
@@ -128,6 +133,36 @@ def prepare(work: Path, counts: list[int]) -> tuple[Path, dict[int, Path]]:
     return model, files
 
 
+def breakdown(model: Path, data: Path, providers: str, batch: int) -> dict:
+    """In-process seconds of each part (after imports), at the first --images."""
+    from ptq.backends.ort import OrtRunner
+    from ptq.calibration import CalibrateConfig, build_table
+    from ptq.calibrators import Method
+    from ptq.collect import collect_statistics
+    from ptq.datasets.arrays import load_arrays
+    from ptq.graph.edit import add_outputs
+    from ptq.graph.model import activations, graph_inputs, load_model
+
+    proto = load_model(model)
+    source = load_arrays(data, graph_inputs(proto))
+    acts = [a for a in activations(proto) if a.producer is not None]
+    out = {}
+    t0 = time.perf_counter()
+    with OrtRunner(add_outputs(proto, [a.info for a in acts]), providers=providers) as runner:
+        t1 = time.perf_counter()
+        for b in source.batches(batch):
+            runner.infer(b.feeds, [a.name for a in acts])
+    out["exposed_session_s"], out["exposed_infer_s"] = t1 - t0, time.perf_counter() - t1
+    t0 = time.perf_counter()
+    stats = collect_statistics(proto, source.batches(batch), providers=providers)
+    out["statistics_s"] = time.perf_counter() - t0
+    out["kernel"], out["device"] = stats.kernel, stats.device
+    t0 = time.perf_counter()
+    build_table(stats, CalibrateConfig(algorithms=tuple(Method)), {}, {}, {})
+    out["algorithms_s"] = time.perf_counter() - t0
+    return out
+
+
 def machine(providers: str) -> dict:
     info = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
             "providers": providers, "gpu": None}
@@ -152,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs of each measurement (minimum kept)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the parts in-process at the first --images: exposed inference "
+                        "alone, the statistics pass, the algorithms")
     args = p.parse_args(argv)
     from ptq.collect import auto_batch_size, planned_device
     from ptq.graph.model import activations, load_model
@@ -178,24 +216,26 @@ def main(argv: list[str] | None = None) -> int:
                           "--providers", args.providers, "--batch-size", str(batch),
                           "-o", str(work / f"out_{n}")))
         ranges = json.loads((work / f"out_{n}" / "ranges.json").read_text())
-        results["runs"][n] = {"fp32": fp32, "calibrate": cal,
-                              "provider_used": ranges["settings"].get("provider_used"),
-                              "statistics_device": ranges["settings"].get("statistics_device")}
+        results["runs"][str(n)] = {"fp32": fp32, "calibrate": cal,
+                                   **{k: ranges["settings"].get(k) for k in
+                                      ("provider_used", "statistics_device", "histogram_kernel")}}
         print(f"  {n} images: fp32 {fp32['seconds']:.2f} s ({fp32['stdout']}), calibrate "
               f"{cal['seconds']:.2f} s", file=sys.stderr)
     if ort_n:
-        if ort_n not in results["runs"]:
+        if str(ort_n) not in results["runs"]:
             fp32 = best(python(FP32, str(model), str(files[ort_n]), args.providers, str(batch)))
             cal = best(python("import sys; from ptq.cli import main; sys.exit(main(sys.argv[1:]))",
                               "calibrate", str(model), "--data", str(files[ort_n]), "--algo", "all",
                               "--providers", args.providers, "--batch-size", str(batch), "-q",
                               "-o", str(work / f"out_{ort_n}")))
-            results["runs"][ort_n] = {"fp32": fp32, "calibrate": cal}
+            results["runs"][str(ort_n)] = {"fp32": fp32, "calibrate": cal}
         # ORT stacks every batch's outputs into one array: all its batches must be equal.
         ort_batch = max(d for d in range(1, batch + 1) if ort_n % d == 0)
         results["ort_entropy"] = {"images": ort_n, "batch": ort_batch, **timed(
             python(ORT_ENTROPY, str(model), str(files[ort_n]), args.providers, str(ort_batch),
                    str(work)), env)}
+    if args.breakdown:
+        results["breakdown"] = breakdown(model, files[args.images[0]], args.providers, batch)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
@@ -213,7 +253,7 @@ def report(r: dict) -> None:
         f, c = runs[n]["fp32"], runs[n]["calibrate"]
         print(f"{n:>7} {f['seconds']:8.2f} {c['seconds']:8.2f} {c['seconds'] / f['seconds']:6.2f} "
               f"{f['rss_mb']:8.0f} {c['rss_mb']:8.0f}  {runs[n].get('provider_used')} / "
-              f"{runs[n].get('statistics_device')}")
+              f"{runs[n].get('statistics_device')} ({runs[n].get('histogram_kernel')})")
     ns = sorted(runs, key=int)
     goal = 1.5 if (m["gpu"] or (m["cores"] or 0) > 2) else 2.5
     print("\ngoals:")
@@ -224,9 +264,11 @@ def report(r: dict) -> None:
         lo, hi = runs[ns[0]]["calibrate"]["rss_mb"], runs[ns[-1]]["calibrate"]["rss_mb"]
         print(f"  peak RSS {ns[0]} -> {ns[-1]} images: {lo:.0f} -> {hi:.0f} MB = {hi / lo - 1:+.1%}  "
               f"(goal within +-10%)")
+    if "breakdown" in r:
+        print(f"  in-process parts at {ns[0]} images: {r['breakdown']}")
     if "ort_entropy" in r:
         o = r["ort_entropy"]
-        c = runs[o["images"]]["calibrate"]
+        c = runs[str(o["images"])]["calibrate"]
         print(f"  ORT Entropy(2048) at {o['images']} images: {o['seconds']:.1f} s, {o['rss_mb']:.0f} MB; "
               f"ORT / ptq time = {o['seconds'] / c['seconds']:.1f}x (goal >= 10), "
               f"ptq / ORT peak RSS = {c['rss_mb'] / o['rss_mb']:.2f} (goal <= 0.10)")

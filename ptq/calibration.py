@@ -105,7 +105,8 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
                   "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)}
     settings = {"algorithms": [m.value for m in config.algorithms], "num_bins": config.num_bins,
                 **config.settings.to_dict(), "providers": config.providers,
-                "provider_used": stats.provider, "statistics_device": stats.device}
+                "provider_used": stats.provider, "statistics_device": stats.device,
+                "histogram_kernel": stats.kernel}
     return build_table(stats, config, model_meta, data_meta, settings)
 
 

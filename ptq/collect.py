@@ -22,7 +22,7 @@ from ptq.errors import CalibrationError, ConfigError, InternalError
 from ptq.graph.edit import add_outputs
 from ptq.graph.model import Activation, activations
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
-from ptq.kernels import warm_up
+from ptq.kernels import kernel_name, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class Statistics:
     labels_seen: bool = False
     provider: str = ""       # the execution provider that actually ran (ORT may fall back)
     device: str = "cpu"      # where the statistics were computed: "cpu" or "cuda"
+    kernel: str = ""         # the counting kernel: numba / numpy (host), torch (GPU)
 
 
 def activation_bytes_per_sample(acts: list[Activation]) -> int | None:
@@ -158,10 +159,12 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
         stats.device = _statistics_device(device, runner)
         log.info("statistics pass on %s, statistics on %s", stats.provider, stats.device)
         if stats.device == "cuda":
+            stats.kernel = "torch"
             _device_pass(runner, batches, stats, inputs, names, fixed_batch, progress)
             return stats
         _host_pass(runner, batches, stats, inputs, names, fixed_batch, progress,
                    threads or stats_threads())
+        stats.kernel = kernel_name(wait=False)
     return stats
 
 

@@ -99,8 +99,10 @@ class DeviceTensor:
         if inv >= _F32_MAX:  # as the host: the float32 product would overflow
             idx = (x.double().abs() * inv).long()
         else:
-            scale = torch.tensor(np.float32(inv), device=x.device)  # float32 x float32
-            idx = (x.float().abs() * scale).long()
+            # A Python float scalar is cast to float32 for a float32 tensor: the product is
+            # float32 x float32 as on the host (the value is already a float32, so exactly).
+            # (A 0-d device tensor instead would cost a host-to-device copy per tensor.)
+            idx = (x.float().abs() * float(np.float32(inv))).long()
         idx.clamp_(max=num_bins - 1)
         return torch.bincount(idx, minlength=num_bins)
 

@@ -52,7 +52,7 @@ class ArrayData:
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for s in range(0, len(self), batch_size):
-            feeds = {k: v[s:s + batch_size].copy() for k, v in self.arrays.items()}
+            feeds = {k: _rows(v, s, s + batch_size) for k, v in self.arrays.items()}
             n = len(next(iter(feeds.values())))
             yield Batch(feeds=feeds, files=tuple(f"#{i}" for i in range(s, s + n)),
                         labels=None if self.labels is None else self.labels[s:s + n])
@@ -61,6 +61,20 @@ class ArrayData:
         return {"kind": "arrays", "source": self.origin, "num_files": len(self),
                 "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.name}
                            for k, v in self.arrays.items()}}
+
+
+def _rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """array[start:stop] as a fresh array. A memory-mapped .npy is read with plain file reads:
+    pages touched through the map stay in the process's RSS until it exits, so 2048 images
+    would leave 1.2 GB resident after they were used."""
+    if isinstance(array, np.memmap) and array.flags.c_contiguous and array.filename:
+        stop = min(stop, len(array))
+        row = int(np.prod(array.shape[1:], dtype=np.int64))
+        offset = array.offset + start * row * array.dtype.itemsize
+        out = np.fromfile(array.filename, array.dtype, count=max(0, stop - start) * row,
+                          offset=offset)
+        return out.reshape(max(0, stop - start), *array.shape[1:])
+    return array[start:stop].copy()
 
 
 def load_arrays(path: str | Path, inputs: list[TensorInfo], *,
