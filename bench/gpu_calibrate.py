@@ -99,9 +99,12 @@ def _last_rss(err: str) -> float:
     return float("nan")
 
 
-# Every child reports its own ru_maxrss on exit (stderr), so no other process counts.
-RSS_HOOK = ("import atexit, resource, sys; atexit.register(lambda: print('PEAK_RSS_MB', "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr))\n")
+# Every child reports its own peak RSS on exit (stderr): VmHWM, which starts afresh at exec,
+# not ru_maxrss, which Linux carries over from the forking parent (this script, whose RSS
+# holds the prepared data) and so would hide the child's own figure.
+RSS_HOOK = ("import atexit, re, sys; atexit.register(lambda: print('PEAK_RSS_MB', int(re.search("
+            "r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024, "
+            "file=sys.stderr))\n")
 
 
 def python(code: str, *args: str) -> list[str]:

@@ -37,7 +37,7 @@ class ArrayData:
                             path=origin, hint="give every input the same number of samples")
         self.arrays = {}
         for info in inputs:
-            arr = np.asarray(arrays[info.name])
+            arr = np.asanyarray(arrays[info.name])  # keeps a memory-mapped .npy mapped
             if not np.issubdtype(arr.dtype, np.number):
                 raise DataError(f"array '{info.name}' has dtype {arr.dtype}", path=origin,
                                 hint="store numeric arrays")

@@ -14,6 +14,7 @@ def test_npy_batches_equal_the_array(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", x)
     info = TensorInfo("input", 1, (None, 3, 5, 4))  # 1 = TensorProto.FLOAT
     data = load_arrays(tmp_path / "x.npy", [info], max_images=21)
+    assert isinstance(data.arrays["input"], np.memmap)  # read by file reads, never touched
     got = np.concatenate([b.feeds["input"] for b in data.batches(4)])
     np.testing.assert_array_equal(got, x[:21])
     # float64 on disk: cast in memory, so the batches come from the cast copy, not the file
