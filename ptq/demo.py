@@ -99,3 +99,40 @@ def step_report(res: DemoResult) -> Path:
     out = write_report(res.outdir / "report.html", res.artifacts["ranges.json"], sens, model)
     res.artifacts["report.html"] = out.path
     return out.path
+
+
+def step_lint(res: DemoResult) -> dict:
+    """TensorRT placement check (`ptq lint`) of the Q/DQ model and of the mixed-precision
+    model the fallback wrote, kept as lint.json."""
+    from ptq.atomic import write_json
+    from ptq.lint import lint_model
+
+    models = {n: p for n, p in res.artifacts.items()
+              if n == "int8.onnx" or n.endswith(".auto.onnx")}
+    results = {Path(p).name: lint_model(p) for p in models.values()}
+    res.artifacts["lint.json"] = write_json(res.outdir / "lint.json",
+                                            {k: r.to_dict() for k, r in results.items()})
+    return results
+
+
+def step_bench(res: DemoResult, duration_s: float = 1.0):
+    """FP32 vs INT8 on ONNX Runtime CPU with trtexec's metrics (`ptq bench`), batch 1.
+
+    Short on purpose (a demo, not a measurement); ONNX Runtime CPU runs the TensorRT-style
+    Q/DQ graph as Q/DQ + float kernels, so the ratio says nothing about TensorRT INT8."""
+    from ptq.atomic import write_json
+    from ptq.graph.model import graph_inputs, load_model
+    from ptq.perf.ort import bench_ort
+    from ptq.perf.stats import BenchConfig
+
+    inp = graph_inputs(load_model(res.model, load_weights=False))[0]
+    shape = tuple(1 if not isinstance(d, int) or d <= 0 else d for d in inp.shape)
+    config = BenchConfig(warmup_ms=100, duration_s=duration_s, iterations=5,
+                         shapes={inp.name: shape})
+    results = [bench_ort(res.model, config, label="fp32"),
+               bench_ort(res.artifacts["int8.onnx"], config, label="int8")]
+    res.artifacts["bench.json"] = write_json(res.outdir / "bench.json", {
+        "config": {"warmup_ms": 100, "duration_s": duration_s, "iterations": 5,
+                   "shapes": {inp.name: list(shape)}},
+        "results": [r.to_dict() for r in results]})
+    return results

@@ -43,22 +43,30 @@ def stats(digits: onnx.ModelProto, calib_arrays: np.ndarray) -> Statistics:
     return result
 
 
-def independent_outputs(model_path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every node output of the digits CNN, from plain ORT with optimizations off."""
+def independent_outputs(model_path: Path, x: np.ndarray,
+                        level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                        ) -> dict[str, np.ndarray]:
+    """Every node output of the digits CNN, from plain ORT (optimizations off by default)."""
     model = onnx.load(str(model_path))
     names = [out for node in model.graph.node for out in node.output]
     for name in names:
         if name not in {o.name for o in model.graph.output}:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.graph_optimization_level = level
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return {"image": x, **dict(zip(names, session.run(names, {"image": x})))}
 
 
 def test_statistics_match_an_independent_run(stats: Statistics, digits_model_path: Path,
                                              calib_arrays: np.ndarray) -> None:
+    """Counts equal a float64 numpy histogram of an unoptimized ORT run, except for values that
+    lie closer to a bin edge than the legitimate run-to-run variation: the pass runs ORT's
+    optimized kernels (other summation order) and indexes in float32. That margin is measured
+    here, per tensor, as the largest difference between an optimized and an unoptimized run,
+    plus 4 float32 ulps of the largest value; each such value may land on either side."""
     ref = independent_outputs(digits_model_path, calib_arrays)
+    alt = independent_outputs(digits_model_path, calib_arrays, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     assert list(stats.tensors) == ["image", *[n for n in DIGITS_NODES if n != "fc"], "logits"]
     assert stats.num_samples == 200
     for name, st in stats.tensors.items():
@@ -67,10 +75,17 @@ def test_statistics_match_an_independent_run(stats: Statistics, digits_model_pat
         assert st.min == pytest.approx(float(x.min()), rel=1e-5, abs=1e-6), name
         assert st.max == pytest.approx(float(x.max()), rel=1e-5, abs=1e-6), name
         h = st.histogram
-        idx = np.minimum(np.floor(np.abs(x.astype(np.float64)) / h.bin_width), len(h.counts) - 1)
-        expected = np.bincount(idx.astype(np.int64).ravel(), minlength=len(h.counts))
-        # ORT's fused kernels and float32 indexing may move a value across a bin edge: <= 0.1%.
-        assert h.total == x.size and np.abs(h.counts - expected).sum() <= 1e-3 * x.size, name
+        a = np.abs(x.astype(np.float64)).ravel()
+        margin = np.abs(x.astype(np.float64) - alt[name]).max() + 4 * np.spacing(np.float32(a.max()))
+        last = len(h.counts) - 1
+        lo = np.minimum(np.floor((a - margin) / h.bin_width), last).clip(0).astype(np.int64)
+        hi = np.minimum(np.floor((a + margin) / h.bin_width), last).astype(np.int64)
+        sure = lo == hi
+        assert (hi - lo <= 1).all(), name  # the margin is far below one bin
+        extra = h.counts - np.bincount(lo[sure], minlength=len(h.counts))
+        may = np.bincount(lo[~sure], minlength=len(h.counts)) + np.bincount(hi[~sure], minlength=len(h.counts))
+        assert h.total == x.size and (extra >= 0).all() and (extra <= may).all(), name
+        assert extra.sum() == (~sure).sum() <= 1e-2 * x.size, name
         assert h.counts[-1] > 0, name  # the running max sits in the last bin
 
 

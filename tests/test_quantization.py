@@ -223,18 +223,32 @@ def _batches(model_path: Path, data: Path, pre: PreprocessOptions, size: int = 1
     return list(open_model_data(model_path, proto, data, CalibrateConfig(preprocess=pre)).batches(size))
 
 
+@pytest.mark.parametrize("algo", ["minmax", "percentile", "mse"])
 def test_digits_int8_accuracy_within_a_point_of_fp32(digits_model_path: Path, digits_table,
-                                                     digits_images: Path) -> None:
-    """300 labelled test digits. Measured: FP32 99.0 %, INT8 (entropy) 99.0 %, top-1 agreement
-    100 %. Bound: at most 1 point (3 images) lost, the ResNet-class PTQ loss in TensorRT's model
-    zoo scaled to a small test set, for every algorithm."""
+                                                     digits_images: Path, algo: str) -> None:
+    """300 labelled test digits. Measured: FP32 98.7 %; minmax, percentile and mse 98.7 %, top-1
+    agreement 100 %, cosine >= 0.9998. Bound: at most 1 point (3 images) lost, the ResNet-class
+    PTQ loss in TensorRT's model zoo scaled to a small test set."""
     batches = _batches(digits_model_path, digits_images, DIGITS_PRE)
-    for algo in ("entropy", "minmax", "percentile", "mse"):
-        model = quantize(digits_model_path, digits_table, config=QuantizeConfig(algo=algo))
-        acc = measure_accuracy(digits_model_path, model, batches, optimization="disable")
-        assert acc["top1-acc-fp32"] >= 0.97
-        assert acc["top1-acc"] >= acc["top1-acc-fp32"] - 0.01, (algo, acc)
-        assert acc["top1"] >= 0.98 and acc["cosine"] > 0.99, (algo, acc)
+    model = quantize(digits_model_path, digits_table, config=QuantizeConfig(algo=algo))
+    acc = measure_accuracy(digits_model_path, model, batches, optimization="disable")
+    assert acc["top1-acc-fp32"] >= 0.97
+    assert acc["top1-acc"] >= acc["top1-acc-fp32"] - 0.01, (algo, acc)
+    assert acc["top1"] >= 0.98 and acc["cosine"] > 0.99, (algo, acc)
+
+
+def test_digits_entropy_clips_the_mostly_zero_relu_output(digits_model_path: Path, digits_table,
+                                                          digits_images: Path) -> None:
+    """The published EntropyCalibrator2 search (start bin 128, the zero bin replaced by its
+    neighbour) cuts relu1, a ReLU output that is mostly exact zeros, to ~16 % of its max (0.78 of
+    4.86); relu1 feeds conv2 and the residual Add, and 10 points of accuracy go (98.7 -> 88.7 %).
+    Recorded as evidence that entropy is a poor default (issue 10), not as a target."""
+    relu1 = digits_table.tensors["relu1"]
+    assert relu1.amax["entropy"] < 0.25 * relu1.max
+    batches = _batches(digits_model_path, digits_images, DIGITS_PRE)
+    model = quantize(digits_model_path, digits_table, config=QuantizeConfig(algo="entropy"))
+    acc = measure_accuracy(digits_model_path, model, batches, optimization="disable")
+    assert acc["top1-acc"] <= acc["top1-acc-fp32"] - 0.05, acc
 
 
 @pytest.mark.slow

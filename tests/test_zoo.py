@@ -90,22 +90,28 @@ def test_digits_cnn_graph_contract(digits_model_path: Path) -> None:
     assert (logits.name, dims(logits)) == ("logits", ["N", 10])
 
 
-def test_ort_matches_torch(digits_net, digits_model_path: Path, digits_images: Path) -> None:
+def test_ort_matches_torch(digits_net, digits_images: Path) -> None:
+    """The hand-written ONNX export computes what the torch net computes (atol: float32
+    re-association across ~300-term sums, ~1e-6 relative on logits of magnitude ~10)."""
     x, _ = read_image_folder(digits_images)
     with torch.no_grad():
         expected = digits_net_forward(digits_net, torch.from_numpy(x)).numpy()
-    actual = _session(digits_model_path).run(["logits"], {"image": x})[0]
+    actual = _session(export_digits_net(digits_net)).run(["logits"], {"image": x})[0]
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)
 
 
-def test_training_is_deterministic(digits_net, digits_model_path: Path) -> None:
-    again = export_digits_net(digits_net)
-    session = onnx.load(digits_model_path)
-    first = {t.name: onnx.numpy_helper.to_array(t) for t in session.graph.initializer}
-    second = {t.name: onnx.numpy_helper.to_array(t) for t in again.graph.initializer}
-    assert first.keys() == second.keys()
-    for name, value in first.items():
-        np.testing.assert_array_equal(second[name], value, err_msg=name)
+def test_retraining_reproduces_the_committed_model(digits_net, digits_model_path: Path,
+                                                   digits_images: Path) -> None:
+    """`python tests/zoo.py retrain` still gives the committed model's accuracy class.
+
+    Bitwise equality only holds on the CPU that wrote the file (other SIMD kernels round
+    differently, and training amplifies that), so compare behaviour: both >= 90 % accurate and
+    agreeing on >= 95 % of the 300 test digits (borderline digits may flip between trainings)."""
+    x, y = read_image_folder(digits_images)
+    committed = _session(digits_model_path).run(["logits"], {"image": x})[0].argmax(axis=1)
+    retrained = _session(export_digits_net(digits_net)).run(["logits"], {"image": x})[0].argmax(axis=1)
+    assert (committed == y).mean() >= 0.90 and (retrained == y).mean() >= 0.90
+    assert (committed == retrained).mean() >= 0.95
 
 
 def test_training_leaves_torch_global_state_alone(digits_run: _Run) -> None:

@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 # to a 10-bit mantissa (~1e-3 relative) - not the FP32 reference ptq measures against.
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
 
+# Levels at which ONNX Runtime computes exactly the ONNX Q/DQ semantics on a QDQ model. From
+# `basic` up, its WeightBiasQuantization transformer turns a float bias fed by a DQ'd conv into
+# INT32 (TensorRT keeps it float: EfficientNet-Lite0 logits moved by up to 0.28); with it off,
+# `basic` equals `disable` bit for bit. `extended`/`all` fuse QLinear* kernels that corrupt QDQ
+# models on CPUs without VNNI (cosine 0.69 instead of 0.97): never used to judge accuracy.
+QDQ_FAITHFUL_LEVELS = ("disable", "basic")
+_DISABLED_OPTIMIZERS = {"basic": ["WeightBiasQuantization"]}
 _ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
             "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
 
@@ -62,6 +69,7 @@ class OrtRunner:
         self._explicit = providers not in (None, "auto", ["auto"])
         self._providers = resolve_providers(providers)
         self._optimization = OPT_LEVELS[optimization]
+        self._disabled = _DISABLED_OPTIMIZERS.get(optimization, [])
         self._threads = threads
         self._session: ort.InferenceSession | None = None
 
@@ -85,8 +93,9 @@ class OrtRunner:
             _preload_cuda_libraries()
         options = [CUDA_OPTIONS if p == "CUDAExecutionProvider" else {} for p in self._providers]
         try:
+            extra = {"disabled_optimizers": self._disabled} if self._disabled else {}
             self._session = ort.InferenceSession(source, opts, providers=self._providers,
-                                                 provider_options=options)
+                                                 provider_options=options, **extra)
         except Exception as exc:
             raise PtqError(f"ONNX Runtime cannot load the model: {exception_line(exc, last=True)}",
                            path=source if isinstance(source, str) else None,

@@ -27,6 +27,10 @@ COMMANDS: dict[str, Command] = {
     "quantize": Command("ptq.cli.quantize", "write an explicitly quantized (Q/DQ) ONNX for TensorRT"),
     "sensitivity": Command("ptq.cli.sensitivity", "rank layers by how much pinning them to FP16/FP32 helps"),
     "report": Command("ptq.cli.report", "write a self-contained HTML review page"),
+    "lint": Command("ptq.cli.lint", "check Q/DQ placement against TensorRT's rules, before a build"),
+    "inspect": Command("ptq.cli.inspect", "what TensorRT did with the graph: layers, precisions, "
+                                          "reformats, from trtexec's JSON"),
+    "bench": Command("ptq.cli.bench", "latency and throughput with trtexec's metric names"),
     "demo": Command("ptq.cli.demo", "run the whole workflow on a real EfficientNet-Lite0 and real photos"),
 }
 
@@ -36,6 +40,9 @@ typical workflow:
   ptq quantize model.onnx --ranges out/ranges.json --algo entropy -o out/model.int8.onnx
   ptq sensitivity model.onnx --data images/ --ranges out/ranges.json --topk 10 -o out/
   ptq report --ranges out/ranges.json --sensitivity out/sensitivity.json -o out/report.html
+  ptq lint out/model.int8.onnx                      # Q/DQ placement vs TensorRT's rules
+  ptq inspect model.graph.json --profile model.profile.json   # after trtexec --exportLayerInfo
+  ptq bench model.onnx out/model.int8.onnx --json bench.json  # trtexec's metrics
 Run `ptq demo` to see all of it on a real model. `ptq COMMAND --help` explains each step.
 """
 

@@ -58,6 +58,17 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v:.4g}" for k, v in a.metrics.items()))
     report = demo.step_report(res)
     say(f"[5/5] report: {report}")
+    for name, lint in demo.step_lint(res).items():
+        rules = sorted({f.rule for f in lint.findings})
+        say(f"      lint {name}: {lint.qdq_pairs} activation Q/DQ pairs, "
+            + (", ".join(f"{v} {k}(s)" for k, v in lint.counts().items()) or "no findings")
+            + (f" ({', '.join(rules)})" if rules else "") + " -> lint.json")
+    bench = demo.step_bench(res)
+    fp32, int8 = (r.metrics for r in bench)
+    say(f"      bench (ONNX Runtime CPU, batch 1, trtexec metrics): FP32 "
+        f"{fp32['Throughput']:.1f} qps, median {fp32['Latency']['median']:.2f} ms; INT8 Q/DQ "
+        f"{int8['Throughput']:.1f} qps, median {int8['Latency']['median']:.2f} ms -> bench.json "
+        "(CPU runs Q/DQ as float kernels; TensorRT numbers need `ptq bench --engine`)")
     say(f"done in {time.perf_counter() - start:.1f} s; artifacts in {res.outdir}/")
     say(f"open {report} in a browser; TensorRT commands are in "
         f"{res.artifacts['trtexec.txt'].name}")

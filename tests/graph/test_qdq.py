@@ -20,6 +20,7 @@ from ptq.graph.model import activations, load_model
 from ptq.graph.qdq import opset_of
 from ptq.quantization import QuantizeConfig, quantize
 from ptq.table import CalibrationTable
+from zoo import read_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +94,18 @@ def test_scales_match_independent_computation(digits_qdq: onnx.ModelProto, digit
         assert _axis(q) == axis
 
 
-def test_runs_in_ort_close_to_fp32(digits_qdq: onnx.ModelProto, digits_model_path: Path) -> None:
-    x = np.random.default_rng(0).random((8, 3, 16, 16), np.float32)
+def test_runs_in_ort_close_to_fp32(digits_model_path: Path, digits_ranges: Path,
+                                   digits_images: Path) -> None:
+    """On the 300 real test digits, with minmax ranges (nothing clipped, so only INT8 rounding
+    remains), no logit moves by more than 5 % of the largest logit. Measured: 2.3 %; the bound
+    is 2x that, far below the ~50 % a misplaced or mis-scaled Q/DQ pair causes."""
+    x, _ = read_image_folder(digits_images)
+    qdq = quantize(digits_model_path, CalibrationTable.load(digits_ranges),
+                   config=QuantizeConfig(algo="minmax"))
     with OrtRunner(digits_model_path, optimization="disable") as ref, \
-            OrtRunner(digits_qdq, optimization="disable") as cand:
+            OrtRunner(qdq, optimization="disable") as cand:
         a, b = ref.infer({"image": x})["logits"], cand.infer({"image": x})["logits"]
-    assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
 
 
 def test_input_model_never_mutated(digits_model_path: Path, digits_ranges: Path) -> None:

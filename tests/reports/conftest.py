@@ -2,7 +2,7 @@
 
 digits (fast): ranges.json (session fixture `digits_ranges`), a QDQ model with one FP32 and
 one FP16 pin (`ptq.quantization`), a sensitivity run with labels and an auto fallback
-(`ptq.sensitivity`, skipped with a reason when that package cannot be imported), and
+(`ptq.sensitivity`), and
 ranges.json of a re-exported copy of the same network (same node names, different bytes)
 for the mismatch tests.
 """
@@ -13,6 +13,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+import ptq.sensitivity as sens
+from ptq import quantization
 from ptq.calibration import CalibrateConfig, PreprocessOptions, calibrate, write_outputs
 
 DIGITS_PRE = PreprocessOptions(preset="raw", mean=(0.0,), std=(255.0,))
@@ -24,11 +26,10 @@ FP16_PIN_REASON = "FP16 island for the report test"
 def digits_qdq(tmp_path_factory: pytest.TempPathFactory, digits_model_path: Path,
                digits_ranges: Path) -> Path:
     """The digits CNN quantized with entropy ranges; conv1 pinned FP32, conv3 pinned FP16."""
-    quantize = pytest.importorskip("ptq.quantization", reason="ptq.quantization (issue 3) not importable")
-    model = quantize.quantize(digits_model_path, digits_ranges, pins=[
-        quantize.Pin("conv1", quantize.Precision.FP32, FP32_PIN_REASON),
-        quantize.Pin("conv3", quantize.Precision.FP16, FP16_PIN_REASON)])
-    return quantize.save_model(model, tmp_path_factory.mktemp("digits_qdq") / "digits.int8.onnx")
+    model = quantization.quantize(digits_model_path, digits_ranges, pins=[
+        quantization.Pin("conv1", quantization.Precision.FP32, FP32_PIN_REASON),
+        quantization.Pin("conv3", quantization.Precision.FP16, FP16_PIN_REASON)])
+    return quantization.save_model(model, tmp_path_factory.mktemp("digits_qdq") / "digits.int8.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +37,6 @@ def digits_sensitivity(tmp_path_factory: pytest.TempPathFactory, digits_model_pa
                        digits_images: Path, digits_ranges: Path) -> dict[str, Path]:
     """sensitivity.json (top-1 accuracy with labels, cosine, max-abs; leave-one-out, FP16 pins)
     plus the auto-fallback model, from a real run of `ptq.sensitivity`."""
-    sens = pytest.importorskip("ptq.sensitivity", reason="ptq.sensitivity (issue 4) not importable")
-    if not hasattr(sens, "analyze"):
-        pytest.skip("ptq.sensitivity has no analyze() yet (issue 4 in progress)")
     config = sens.SensitivityConfig(metrics=("top1", "cosine", "max-abs"), labels=True,
                                     preprocess=DIGITS_PRE,
                                     auto=sens.AutoConfig(target="cosine>=0.99999", max_pins=2))

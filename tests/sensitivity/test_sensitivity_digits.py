@@ -1,10 +1,11 @@
 """ptq.sensitivity on the real trained digits CNN with labelled test images, in ONNX Runtime.
 
-Two situations, both real:
-- the entropy ranges as calibrated: INT8 keeps the accuracy (0.99) but loses cosine
-  (~0.9976); one conv (conv2) carries most of that loss.
-- the same ranges with one activation's range cut to 20% (relu2, input of conv3): a
-  calibration fault that costs ~40 points of accuracy. The analysis must find conv3.
+Two situations, both real (the committed digits weights, tests/zoo.py):
+- the entropy ranges as calibrated: the published EntropyCalibrator2 search clips relu1 (a ReLU
+  output, mostly zeros) to ~16 % of its max, and relu1 feeds both conv2 and the residual Add:
+  top-1 accuracy falls from 0.987 to 0.887 and cosine to ~0.91. conv2 carries most of the loss.
+- sound ranges (percentile) with one activation's range cut to 20% (relu2, input of conv3): a
+  calibration fault that costs ~55 points of accuracy. The analysis must find conv3 alone.
 Every claimed improvement is re-measured independently with ptq.quantization + ptq.evaluate.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def entropy_run(digits_model_path, digits_images, digits_ranges):
 
 @pytest.fixture(scope="module")
 def faulty_ranges(table):
-    amaxes = table.amaxes("entropy")
+    amaxes = table.amaxes("percentile")
     amaxes["relu2"] *= 0.2
     return amaxes
 
@@ -75,7 +76,7 @@ def test_top_layer_pinned_measurably_improves_cosine(entropy_run, digits_model_p
     pinned = cosine_vs_fp32(model, quantize(model, table, pins=[Pin(top.node, Precision.FP16)]), batches)
     assert baseline == pytest.approx(r.baseline["metrics"]["cosine"], abs=1e-9)
     assert pinned == pytest.approx(top.metrics["cosine"], abs=1e-9)
-    # measured: 1 - cosine goes 2.4e-3 -> 6e-4 when conv2 is pinned; demand at least halving
+    # measured: 1 - cosine goes 9.2e-2 -> 1.0e-2 when conv2 is pinned; demand at least halving
     assert (1 - baseline) / (1 - pinned) >= 2.0
 
 
@@ -91,15 +92,17 @@ def test_modes_agree_on_the_sign_of_the_worst_layer(entropy_run, faulty_run):
 def test_auto_reaches_cosine_target_and_reports_pins(entropy_run, digits_model_path, batches):
     auto = entropy_run.result.auto
     assert auto.met and auto.stopped_by == "target"
-    assert 1 <= len(auto.pins) <= 3
+    # relu1's clipped pair only leaves the graph when both of its consumers are pinned; conv2
+    # alone reaches cosine 0.990, short of the target (other harmless pins may be kept too)
+    assert {"conv2", "add"} <= {p.node for p in auto.pins}
     assert auto.pins[0].node == entropy_run.result.ranking("leave-one-out")[0].node
     assert all(p.precision is Precision.FP16 and "leave-one-out rank" in p.reason for p in auto.pins)
     assert auto.metrics["cosine"] >= 0.999
     measured = cosine_vs_fp32(onnx.load(digits_model_path), entropy_run.auto_model, batches)
     assert measured == pytest.approx(auto.metrics["cosine"], abs=1e-9)
     pins = json.loads({p.key: p.value for p in entropy_run.auto_model.metadata_props}["ptq.pins"])
-    assert [p["node"] for p in pins] == [p.node for p in auto.pins]
-    assert pins[0]["reason"] == auto.pins[0].reason
+    # the model lists its pins in graph order, the search in the order it took them
+    assert {p["node"]: p["reason"] for p in pins} == {p.node: p.reason for p in auto.pins}
 
 
 def test_calibration_fault_is_found_and_fixed(faulty_run, digits_model_path, faulty_ranges, batches):
@@ -111,7 +114,7 @@ def test_calibration_fault_is_found_and_fixed(faulty_run, digits_model_path, fau
     fixed_acc = accuracy_vs_labels(quantize(model, faulty_ranges, pins=[Pin("conv3", "fp16")]), batches)
     assert base_acc == pytest.approx(r.baseline["metrics"]["top1-acc"])
     assert fixed_acc == pytest.approx(top.metrics["top1-acc"])
-    assert base_acc <= 0.8 and fixed_acc - base_acc >= 0.15  # measured 0.61 -> 0.99
+    assert base_acc <= 0.8 and fixed_acc - base_acc >= 0.15  # measured 0.44 -> 0.99
     auto = r.auto
     assert auto.met and [p.node for p in auto.pins] == ["conv3"]
     assert auto.metrics["top1-acc"] >= 0.95

@@ -1,0 +1,110 @@
+"""ONNX Runtime timed the way trtexec times an engine: warm up for `warmup_ms`, then run
+queries until both `duration_s` and `iterations` are reached.
+
+CPU: inputs already sit in host memory, so H2D/D2H are 0 and a query's compute time is
+the `session.run` call (synchronous, so it is also the enqueue time). CUDA: IOBinding
+makes the three phases separate calls: inputs copied to the device (H2D), `run_with_iobinding`
+with outputs left on the device (compute), outputs copied back (D2H).
+Inputs are seeded random data of the model's dtypes, as trtexec uses.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ptq.backends.ort import OrtRunner
+from ptq.errors import BackendUnavailable, ConfigError
+from ptq.perf.stats import BenchConfig, BenchResult
+
+
+def input_arrays(runner: OrtRunner, shapes: dict[str, tuple[int, ...]], path) -> dict:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    known = {i.name for i in runner.input_metadata()}
+    unknown = sorted(set(shapes) - known)
+    if unknown:
+        raise ConfigError(f"--shapes names unknown input(s) {', '.join(unknown)} (model inputs: "
+                          f"{', '.join(sorted(known))})", path=path)
+    for info in runner.input_metadata():
+        shape = shapes.get(info.name, info.shape)
+        if shape is None or any(not isinstance(d, int) or d <= 0 for d in shape):
+            raise ConfigError(f"input {info.name!r} has a dynamic shape {info.shape}", path=path,
+                              hint=f"give it, as trtexec does: --shapes {info.name}:1x3x224x224")
+        dtype = info.dtype if info.elem_type else np.dtype(np.float32)
+        if np.issubdtype(dtype, np.floating):
+            feeds[info.name] = rng.uniform(-1, 1, shape).astype(dtype)
+        else:
+            feeds[info.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feeds
+
+
+def bench_ort(model: str | Path, config: BenchConfig = BenchConfig(), *, device: str = "cpu",
+              optimization: str = "all", threads: int | None = None,
+              label: str | None = None) -> BenchResult:
+    if device == "cuda":
+        import onnxruntime as ort
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailable("ONNX Runtime has no CUDA execution provider here",
+                                     path=model, hint="pip install onnxruntime-gpu on a machine "
+                                                      "with an NVIDIA GPU, or use --backend cpu")
+    providers = "cpu" if device == "cpu" else "cuda"
+    with OrtRunner(model, providers=providers, optimization=optimization,
+                   threads=threads) as runner:
+        feeds = input_arrays(runner, config.shapes, model)
+        batch = int(next(iter(feeds.values())).shape[0]) if feeds and \
+            next(iter(feeds.values())).ndim else None
+        step = _cpu_query(runner, feeds) if device == "cpu" else _cuda_query(runner, feeds)
+        t_end = time.perf_counter() + config.warmup_ms / 1000.0
+        while time.perf_counter() < t_end:
+            step()
+        enq, h2d, comp, d2h = [], [], [], []
+        start = time.perf_counter()
+        deadline = start + config.duration_s
+        while len(comp) < config.iterations or time.perf_counter() < deadline:
+            a, b, c, e = step()
+            h2d.append(a)
+            comp.append(b)
+            d2h.append(c)
+            enq.append(e)
+        wall = time.perf_counter() - start
+    res = BenchResult.from_queries(label or Path(model).stem, f"ort-{device}", enqueue=enq,
+                                   h2d=h2d, compute=comp, d2h=d2h, walltime_s=wall, batch=batch,
+                                   source=str(model))
+    res.notes.append(f"ONNX Runtime {device.upper()}, graph optimization level '{optimization}'"
+                     + (f", {threads} threads" if threads else ""))
+    return res
+
+
+def _cpu_query(runner: OrtRunner, feeds: dict):
+    sess = runner.session
+
+    def step():
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        ms = (time.perf_counter() - t0) * 1000.0
+        return 0.0, ms, 0.0, ms
+    return step
+
+
+def _cuda_query(runner: OrtRunner, feeds: dict):  # pragma: no cover - needs a GPU
+    import onnxruntime as ort
+
+    sess = runner.session
+    outputs = [o.name for o in sess.get_outputs()]
+
+    def step():
+        binding = sess.io_binding()
+        t0 = time.perf_counter()
+        for name, arr in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
+        t1 = time.perf_counter()
+        for name in outputs:
+            binding.bind_output(name, "cuda")
+        sess.run_with_iobinding(binding)
+        t2 = time.perf_counter()
+        binding.copy_outputs_to_cpu()
+        t3 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t2 - t1) * 1e3
+    return step
