@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             python(ORT_ENTROPY, str(model), str(files[ort_n]), args.providers, str(ort_batch),
                    str(work)), env)}
     if args.breakdown:
-        results["breakdown"] = breakdown(model, files[args.images[0]], args.providers, batch)
+        results["breakdown"] = {"images": args.images[0],
+                                **breakdown(model, files[args.images[0]], args.providers, batch)}
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
@@ -268,7 +269,7 @@ def report(r: dict) -> None:
         print(f"  peak RSS {ns[0]} -> {ns[-1]} images: {lo:.0f} -> {hi:.0f} MB = {hi / lo - 1:+.1%}  "
               f"(goal within +-10%)")
     if "breakdown" in r:
-        print(f"  in-process parts at {ns[0]} images: {r['breakdown']}")
+        print(f"  in-process parts: {r['breakdown']}")
     if "ort_entropy" in r:
         o = r["ort_entropy"]
         c = runs[str(o["images"])]["calibrate"]
