@@ -21,7 +21,7 @@ from ptq.collect import (ACTIVATION_BUDGET_BYTES, Statistics, activation_bytes_p
                          auto_batch_size, collect_statistics, planned_device)
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, DataError
-from ptq.graph.model import activations, float_inputs, graph_inputs, load_model, model_sha256
+from ptq.graph.model import activations_after_input, float_inputs, graph_inputs, load_model, model_sha256
 from ptq.histogram import DEFAULT_NUM_BINS
 from ptq.atomic import write_text
 from ptq.table import CalibrationTable, TensorRange
@@ -100,7 +100,7 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
     model_path = Path(model)
     proto = load_model(model_path)
     source = open_model_data(model_path, proto, data, config)
-    acts = activations(proto)
+    acts = activations_after_input(proto, model_path)
     fixed = fixed_batch(graph_inputs(proto))
     requested = config.batch_size
     if requested is None and fixed is None and activation_bytes_per_sample(acts) is None \

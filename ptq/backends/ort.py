@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 
 from ptq.errors import ConfigError, InternalError, PtqError, exception_line
-from ptq.graph.edit import compatible_ir_version, copy_model, finalize, session_source
+from ptq.graph.edit import compatible_ir_version, copy_model, finalize, session_input
 from ptq.graph.model import TensorInfo
 
 OPT_LEVELS = {
@@ -81,11 +81,14 @@ class OrtRunner:
             opts.intra_op_num_threads = self._threads
         for key, value in self._session_config.items():
             opts.add_session_config_entry(key, value)
-        source = self._model
+        source, staged = self._model, None
         if isinstance(source, onnx.ModelProto):
             if source.ir_version != compatible_ir_version(source):
                 source = finalize(copy_model(source), check=False)
-            source = session_source(source)
+            staged = session_input(source)     # bytes + external-weight folder, or a temp file
+            source = staged.source
+            for key, value in staged.config.items():
+                opts.add_session_config_entry(key, value)
         elif isinstance(source, Path):
             source = str(source)
         cuda = "CUDAExecutionProvider" in self._providers
@@ -101,6 +104,9 @@ class OrtRunner:
                            path=source if isinstance(source, str) else None,
                            hint="check that every op is supported by this onnxruntime "
                                 f"({ort.__version__}) or upgrade it") from None
+        finally:
+            if staged is not None:
+                staged.close()                 # the session holds the weights now
         self._check_fallback()
         return self
 
