@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import onnx
 
+from ptq.backends.ort import default_threads
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
 from ptq.calibrators import AlgorithmSettings, Method, compute_amax
 from ptq.collect import (ACTIVATION_BUDGET_BYTES, Statistics, activation_bytes_per_sample,
-                         auto_batch_size, collect_statistics)
+                         auto_batch_size, collect_statistics, planned_device)
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, ConfigError, DataError
 from ptq.graph.model import activations_after_input, float_inputs, graph_inputs, load_model, model_sha256
@@ -63,6 +65,7 @@ class CalibrateConfig:
     batch_size: int | None = None   # None: fit ~128 MB of activations per batch (collect.py)
     max_images: int | None = None
     providers: str = "auto"
+    stats_device: str = "auto"      # "cuda": histograms on the GPU (needs the CUDA EP + torch)
     seed: int = 0
     strict: bool = False
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
@@ -115,13 +118,14 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
     if requested is None and fixed is None and activation_bytes_per_sample(acts) is None \
             and isinstance(data, (str, Path)):
         requested = probe_batch_size(proto, acts, source, config.providers)
-    batch_size = auto_batch_size(acts, fixed, requested)
+    batch_size = auto_batch_size(acts, fixed, requested,
+                                 planned_device(config.providers, config.stats_device))
     if progress is not None and hasattr(progress, "set_total") and hasattr(source, "__len__"):
         progress.set_total(len(source))  # the CLI's bar learns its total here
     try:
         stats = collect_statistics(proto, source.batches(batch_size), num_bins=config.num_bins,
                                    providers=config.providers, fixed_batch=fixed, acts=acts,
-                                   progress=progress)
+                                   progress=progress, device=config.stats_device)
     except CalibrationError as exc:  # raised per tensor; name the model it belongs to
         exc.path = exc.path or str(model_path)
         raise
@@ -141,15 +145,25 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
                   "inputs": [i.to_dict() for i in graph_inputs(proto)],
                   "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)}
     settings = {"algorithms": [m.value for m in config.algorithms], "num_bins": config.num_bins,
-                **config.settings.to_dict(), "providers": config.providers}
+                **config.settings.to_dict(), "providers": config.providers,
+                "provider_used": stats.provider, "statistics_device": stats.device,
+                "histogram_kernel": stats.kernel}
     return build_table(stats, config, model_meta, data_meta, settings)
 
 
 def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, data_meta: dict,
                 settings: dict) -> CalibrationTable:
+    def amaxes(st) -> list[tuple[float, bool]]:
+        counts, width = st.histogram.finalized()
+        lo, hi = (st.min, st.max) if st.count else (0.0, 0.0)
+        return [compute_amax(m, counts, width, lo, hi, config.settings) for m in config.algorithms]
+
+    # Pure functions of each histogram: one task per tensor on every core (numpy releases
+    # the GIL in the mse/entropy sweeps).
+    with ThreadPoolExecutor(default_threads(), thread_name_prefix="ptq-amax") as pool:
+        results = dict(zip(stats.tensors, pool.map(amaxes, stats.tensors.values())))
     tensors = {}
     for name, st in stats.tensors.items():
-        counts, width = st.histogram.finalized()
         lo, hi = (st.min, st.max) if st.count else (0.0, 0.0)
         flags = []
         if st.count == 0:
@@ -157,8 +171,8 @@ def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, da
         elif lo == 0.0 and hi == 0.0:
             flags.append("all_zero")
         amax = {}
-        for method in config.algorithms:
-            amax[method.value], floored = compute_amax(method, counts, width, lo, hi, config.settings)
+        for method, (value, floored) in zip(config.algorithms, results[name]):
+            amax[method.value] = value
             if floored:
                 flags.append(f"floored:{method.value}")
         act = st.activation

@@ -111,7 +111,8 @@ def print_summary(table, written, seconds: float) -> None:
     d = table.data
     flagged = {n: t.flags for n, t in table.tensors.items() if t.flags}
     print(f"calibrated {len(table.tensors)} tensors on {d['num_samples']} samples "
-          f"(batch {d['batch_size']}, {len(d['skipped'])} skipped) in {seconds:.1f} s")
+          f"(batch {d['batch_size']}, {len(d['skipped'])} skipped) in {seconds:.1f} s"
+          + _where(table.settings))
     for name, path in written.items():
         print(f"  wrote {path}")
     if flagged:
@@ -125,3 +126,13 @@ def print_summary(table, written, seconds: float) -> None:
         print("    " + f"{'tensor':40s} {'ratio':>6s} " + " ".join(f"{m:>10s}" for m in methods))
         for name, ratio, amax in rows:
             print(f"    {name[:40]:40s} {ratio:6.2f} " + " ".join(f"{amax[m]:10.4g}" for m in methods))
+
+
+def _where(settings: dict) -> str:
+    """Which execution provider actually ran (ORT may have fallen back) and where the
+    histograms were computed."""
+    used = settings.get("provider_used")
+    if not used:
+        return ""
+    device = " (statistics on the GPU)" if settings.get("statistics_device") == "cuda" else ""
+    return f" on {used}{device}"
