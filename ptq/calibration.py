@@ -7,24 +7,38 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import onnx
 
+from ptq.backends.ort import default_threads
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
 from ptq.calibrators import AlgorithmSettings, Method, compute_amax
-from ptq.collect import Statistics, auto_batch_size, collect_statistics
+from ptq.collect import (ACTIVATION_BUDGET_BYTES, Statistics, activation_bytes_per_sample,
+                         auto_batch_size, collect_statistics, planned_device)
 from ptq.datasets import fixed_batch, make_preprocess, open_data
-from ptq.errors import CalibrationError, DataError
-from ptq.graph.model import activations, float_inputs, graph_inputs, load_model, model_sha256
+from ptq.errors import CalibrationError, ConfigError, DataError
+from ptq.graph.model import activations_after_input, float_inputs, graph_inputs, load_model, model_sha256
 from ptq.histogram import DEFAULT_NUM_BINS
-from ptq.atomic import write_text
+from ptq.atomic import encode_text, replace_set
 from ptq.table import CalibrationTable, TensorRange
 from ptq.version import __version__
 
 log = logging.getLogger(__name__)
+
+
+# num_bins bounds: the entropy search starts at 128 bins (TensorRT's INT8 levels); above
+# 65536 a histogram (which may grow 16x per tensor) and the searches stop being cheap
+MIN_NUM_BINS, MAX_NUM_BINS = 128, 65536
+
+
+def check_num_bins(num_bins: int) -> None:
+    if not MIN_NUM_BINS <= num_bins <= MAX_NUM_BINS:
+        raise ConfigError(f"--num-bins must be in {MIN_NUM_BINS}..{MAX_NUM_BINS}, got {num_bins}",
+                          hint=f"the default {DEFAULT_NUM_BINS} is what TensorRT uses")
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,9 @@ class PreprocessOptions:
     std: tuple[float, ...] | None = None
     layout: str | None = None
     channel_order: str | None = None
+    letterbox: bool | None = None      # keep aspect, pad to --size (detectors, recognizers)
+    pad_value: float | None = None     # letterbox padding in pixel units (default 0)
+    multiple: int | None = None        # round --size up to a multiple (DBNet: 32)
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,7 @@ class CalibrateConfig:
     batch_size: int | None = None   # None: fit ~128 MB of activations per batch (collect.py)
     max_images: int | None = None
     providers: str = "auto"
+    stats_device: str = "auto"      # "cuda": histograms on the GPU (needs the CUDA EP + torch)
     seed: int = 0
     strict: bool = False
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
@@ -61,26 +79,53 @@ def open_model_data(model_path: Path, model: onnx.ModelProto, data: Any, config:
     if isinstance(data, (str, Path)) and Path(data).is_dir() and len(inputs) == 1:
         p = config.preprocess
         pre = make_preprocess(inputs[0], p.preset, size=p.size, resize=p.resize, mean=p.mean,
-                              std=p.std, layout=p.layout, channel_order=p.channel_order)
+                              std=p.std, layout=p.layout, channel_order=p.channel_order,
+                              letterbox=p.letterbox, pad_value=p.pad_value, multiple=p.multiple)
     return open_data(data, inputs, preprocess=pre, max_images=config.max_images,
                      seed=config.seed, strict=config.strict)
+
+
+def probe_batch_size(proto: onnx.ModelProto, acts: list, source: Any, providers: str) -> int | None:
+    """Dynamic-shape models (DBNet [N,3,H,W]): the activation bytes of ONE sample at the
+    size the data really has (--size), measured by running it, -> a batch that fits the
+    same budget as static models. (The static estimate cannot see H and W: DBNet at
+    640x640 took 9.45 GB RSS with the old fallback of 8.)"""
+    from ptq.evaluate import run_model
+    from ptq.graph.edit import add_outputs
+
+    first = next(iter(source.batches(1)), None)
+    if first is None:
+        return None
+    outs = run_model(add_outputs(proto, [a.info for a in acts if a.producer is not None]), [first],
+                     providers=providers, optimization="disable")
+    per_sample = sum(v.nbytes for v in outs.values()) + sum(v.nbytes for v in first.feeds.values())
+    batch = int(min(32, max(1, ACTIVATION_BUDGET_BYTES // max(1, per_sample))))
+    log.info("dynamic shapes: %.1f MB of activations per sample -> batch size %d",
+             per_sample / 2**20, batch)
+    return batch
 
 
 def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateConfig(), *,
               progress: Callable[[int], None] | None = None) -> CalibrationTable:
     """Calibrate `model` on `data` (image folder, .npy/.npz, or an iterable of arrays/dicts)."""
+    check_num_bins(config.num_bins)
     model_path = Path(model)
     proto = load_model(model_path)
     source = open_model_data(model_path, proto, data, config)
-    acts = activations(proto)
+    acts = activations_after_input(proto, model_path)
     fixed = fixed_batch(graph_inputs(proto))
-    batch_size = auto_batch_size(acts, fixed, config.batch_size)
+    requested = config.batch_size
+    if requested is None and fixed is None and activation_bytes_per_sample(acts) is None \
+            and isinstance(data, (str, Path)):
+        requested = probe_batch_size(proto, acts, source, config.providers)
+    batch_size = auto_batch_size(acts, fixed, requested,
+                                 planned_device(config.providers, config.stats_device))
     if progress is not None and hasattr(progress, "set_total") and hasattr(source, "__len__"):
         progress.set_total(len(source))  # the CLI's bar learns its total here
     try:
         stats = collect_statistics(proto, source.batches(batch_size), num_bins=config.num_bins,
                                    providers=config.providers, fixed_batch=fixed, acts=acts,
-                                   progress=progress)
+                                   progress=progress, device=config.stats_device)
     except CalibrationError as exc:  # raised per tensor; name the model it belongs to
         exc.path = exc.path or str(model_path)
         raise
@@ -100,15 +145,25 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
                   "inputs": [i.to_dict() for i in graph_inputs(proto)],
                   "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)}
     settings = {"algorithms": [m.value for m in config.algorithms], "num_bins": config.num_bins,
-                **config.settings.to_dict(), "providers": config.providers}
+                **config.settings.to_dict(), "providers": config.providers,
+                "provider_used": stats.provider, "statistics_device": stats.device,
+                "histogram_kernel": stats.kernel}
     return build_table(stats, config, model_meta, data_meta, settings)
 
 
 def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, data_meta: dict,
                 settings: dict) -> CalibrationTable:
+    def amaxes(st) -> list[tuple[float, bool]]:
+        counts, width = st.histogram.finalized()
+        lo, hi = (st.min, st.max) if st.count else (0.0, 0.0)
+        return [compute_amax(m, counts, width, lo, hi, config.settings) for m in config.algorithms]
+
+    # Pure functions of each histogram: one task per tensor on every core (numpy releases
+    # the GIL in the mse/entropy sweeps).
+    with ThreadPoolExecutor(default_threads(), thread_name_prefix="ptq-amax") as pool:
+        results = dict(zip(stats.tensors, pool.map(amaxes, stats.tensors.values())))
     tensors = {}
     for name, st in stats.tensors.items():
-        counts, width = st.histogram.finalized()
         lo, hi = (st.min, st.max) if st.count else (0.0, 0.0)
         flags = []
         if st.count == 0:
@@ -116,8 +171,8 @@ def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, da
         elif lo == 0.0 and hi == 0.0:
             flags.append("all_zero")
         amax = {}
-        for method in config.algorithms:
-            amax[method.value], floored = compute_amax(method, counts, width, lo, hi, config.settings)
+        for method, (value, floored) in zip(config.algorithms, results[name]):
+            amax[method.value] = value
             if floored:
                 flags.append(f"floored:{method.value}")
         act = st.activation
@@ -135,20 +190,24 @@ def cache_header(method: Method | str) -> str:
     return MINMAX_HEADER if Method(method) is Method.MINMAX else ENTROPY_HEADER
 
 
+def is_calibration_output(name: str) -> bool:
+    """The files one `ptq calibrate` run owns in its output folder (replaced as a set)."""
+    return name == "ranges.json" or (name.startswith("calib.") and name.endswith(".cache"))
+
+
 def write_outputs(table: CalibrationTable, outdir: str | Path, *,
                   trt_version: str = DEFAULT_TRT_VERSION,
                   header: str | None = None) -> dict[str, Path]:
-    """ranges.json and one calib.<algo>.cache per algorithm; everything is rendered before
-    the first byte is written, so a bad value leaves no partial set of files."""
-    outdir = Path(outdir)
+    """ranges.json and one calib.<algo>.cache per algorithm, rendered first, then switched
+    in as one set (ptq.atomic.replace_set): after a failure or an interruption the folder
+    holds the whole old set or the whole new one; caches of algorithms this run did not
+    compute are removed in the same switch so none is left beside ranges it does not match."""
     texts = {"ranges.json": table.to_json()}
     for method in table.methods:
         texts[f"calib.{method}.cache"] = render_cache(
             table.amaxes(method), header=header or cache_header(method), trt_version=trt_version)
-    written = {}
-    for fname, text in texts.items():
-        written[fname] = write_text(outdir / fname, text)
-    return written
+    return replace_set(outdir, {name: encode_text(text) for name, text in texts.items()},
+                       owned=is_calibration_output)
 
 
 def disagreement(table: CalibrationTable, top: int = 10) -> list[tuple[str, float, dict[str, float]]]:

@@ -1,42 +1,69 @@
-"""Comparison metrics: pure functions of (reference outputs, candidate outputs).
+"""Comparison metrics: pure functions of (reference outputs, candidate outputs), per output.
 
-Each metric scores one output tensor (sample axis first); a model with several
-outputs is scored by its worst output. With labels, accuracy metrics score the
-candidate against the truth instead of against the reference.
+Every metric scores one output tensor (sample axis first). A model with several
+outputs is scored output by output (`per_output`), and a single figure is the
+WORST applicable output, named (`Comparison.worst`). A metric that does not
+apply to an output (top-1 on a probability map) is left out for that output,
+never faked: a DBNet map has no top-1.
 
-| name     | definition                                                   | better |
-|----------|--------------------------------------------------------------|--------|
-| cosine   | mean over samples of cos(ref_i, cand_i), each sample flattened | higher |
-| max-abs  | max |ref - cand|                                             | lower  |
-| mean-abs | mean |ref - cand|                                            | lower  |
-| mse      | mean (ref - cand)^2                                          | lower  |
-| snr      | 10 log10(sum ref^2 / sum (ref - cand)^2) dB, capped at 300   | higher |
-| top1     | share of samples whose argmax (class axis 1) matches the ref | higher |
-| top5     | share whose reference argmax is in the candidate's top 5     | higher |
-| top1-acc | share whose candidate argmax equals the label (needs labels) | higher |
-| top5-acc | share whose label is in the candidate's top 5 (needs labels) | higher |
+| name      | definition                                                      | better |
+|-----------|-----------------------------------------------------------------|--------|
+| cosine    | cos(ref, cand) of the WHOLE output flattened (pooled over the   | higher |
+|           | samples: a per-image mean lets many near-empty images hide the  |        |
+|           | ones that break)                                                 |        |
+| max-abs   | max |ref - cand|                                                | lower  |
+| mean-abs  | mean |ref - cand|                                               | lower  |
+| mse       | mean (ref - cand)^2                                             | lower  |
+| snr       | 10 log10(sum ref^2 / sum (ref - cand)^2) dB, capped at 300      | higher |
+| top1      | share of positions whose argmax over the class axis matches the | higher |
+|           | reference's (a classifier: per sample; a CTC recognizer [N,T,C]:|        |
+|           | per frame; a segmenter [N,C,H,W]: per pixel)                    |        |
+| top5      | share whose reference argmax is in the candidate's top 5        | higher |
+| top1-acc  | share whose candidate argmax equals the label (needs labels)    | higher |
+| top5-acc  | share whose label is in the candidate's top 5 (needs labels)    | higher |
+| map-iou   | IoU of the maps binarized at the threshold (0.3, DBNet's),      | higher |
+|           | pooled: sum of intersections / sum of unions over all samples   |        |
+| box-f1    | agreement of the boxes of the binarized maps' connected         | higher |
+|           | components: 2 * matched / (#ref + #cand), matched one-to-one at |        |
+|           | IoU >= 0.5, pooled over samples                                 |        |
+
+Which axis is the class axis: `OutputSpec` per output, from its shape and the
+model's input layout (`infer_spec`, rules in its docstring), overridable by name
+(`parse_spec_override`, the CLI's `--output-kind NAME=KIND[:AXIS]`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptq.errors import ConfigError
 
-SNR_CAP_DB = 300.0  # identical outputs: a finite number JSON can hold
+SNR_CAP_DB = 300.0      # identical outputs: a finite number JSON can hold
+MAP_THRESHOLD = 0.3     # DBNet's binarization threshold (PaddleOCR det_db_thresh)
+BOX_IOU = 0.5           # a candidate text box matches a reference box at IoU >= 0.5
+MIN_BOX_SIDE = 3        # PaddleOCR drops boxes whose shorter side is under 3 pixels
+DETECTION_ASPECT = 8    # 3-D output with one axis >= 8x the other: a detection head
+# Below these a metric is flagged LOW in every summary: a model is never called good
+# while one of its outputs is this far from FP32.
+LOW = {"cosine": 0.98, "top1": 0.95, "top5": 0.98, "map-iou": 0.9, "box-f1": 0.9, "snr": 20.0}
 
+KINDS = ("classes", "sequence", "dense", "map", "detection", "tensor")
+
+
+# ---------------------------------------------------------------- elementwise metrics
 
 def cosine(ref: np.ndarray, cand: np.ndarray) -> float:
-    r = ref.reshape(len(ref), -1).astype(np.float64)
-    c = cand.reshape(len(cand), -1).astype(np.float64)
-    nr, nc = np.linalg.norm(r, axis=1), np.linalg.norm(c, axis=1)
-    dot = (r * c).sum(axis=1)
-    both_zero = (nr == 0) & (nc == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(both_zero, 1.0, np.where((nr == 0) | (nc == 0), 0.0, dot / (nr * nc)))
-    return float(np.clip(cos, -1.0, 1.0).mean())
+    """Cosine of the whole output, all samples pooled (see the module docstring)."""
+    r = np.asarray(ref, np.float64).ravel()
+    c = np.asarray(cand, np.float64).ravel()
+    nr, nc = float(np.linalg.norm(r)), float(np.linalg.norm(c))
+    if nr == 0.0 and nc == 0.0:
+        return 1.0
+    if nr == 0.0 or nc == 0.0:
+        return 0.0
+    return float(np.clip(np.dot(r, c) / (nr * nc), -1.0, 1.0))
 
 
 def max_abs(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -61,11 +88,123 @@ def snr_db(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(min(SNR_CAP_DB, 10.0 * np.log10(signal / noise)))
 
 
-def _classes(x: np.ndarray) -> np.ndarray:
-    """Move the class axis (1) last so argmax/top-k work for [N,C] and [N,C,H,W] alike."""
+# ---------------------------------------------------------------- output kinds
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How one output is read: its kind, its class axis (None: no top-k) and, for
+    detection heads, named channel groups along `group_axis` scored separately."""
+
+    kind: str = "tensor"
+    class_axis: int | None = None
+    threshold: float = MAP_THRESHOLD
+    groups: tuple[tuple[str, int, int | None], ...] = ()  # (name, start, stop) along group_axis
+    group_axis: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown output kind {self.kind!r}; choose from {', '.join(KINDS)}")
+
+    def describe(self) -> str:
+        axis = "" if self.class_axis is None else f", class axis {self.class_axis}"
+        groups = "" if not self.groups else \
+            f", groups {' '.join(g[0] for g in self.groups)} on axis {self.group_axis}"
+        return f"{self.kind}{axis}{groups}"
+
+
+def infer_spec(shape: Sequence[int], input_layout: str = "NCHW",
+               sample: np.ndarray | None = None) -> OutputSpec:
+    """The reading of an output from its shape (sample axis first), documented rules:
+
+    - [N] or [N,1]: a score per sample: `tensor` (no top-k).
+    - [N,C], C > 1: `classes`, class axis 1.
+    - [N,A,B]: `sequence` with the class axis LAST (CTC recognizers [N,T,C], token
+      logits), unless the values are not class scores and one axis is >= 8x the other:
+      then a `detection` head whose attributes lie on the short axis (YOLOv5 [N,25200,85],
+      YOLOv8 [N,84,8400]), scored as groups "box" (attributes 0-3) and "scores" (the rest:
+      objectness and class scores) so the box coordinates cannot hide broken scores.
+      "Class scores" = probabilities along the last axis (non-negative, summing to 1), as
+      a CTC head's Softmax gives; without a sample to look at, `sequence`.
+    - [N,C,H,W] (or [N,H,W,C] when the model's image input is NHWC): C == 1 is a `map`
+      (DBNet probability, heat map): no top-1, map IoU and box agreement instead; C > 1 is
+      `dense` per-pixel classes on the channel axis.
+    - anything else: `tensor` (cosine and errors only).
+    """
+    shape = tuple(int(d) for d in shape)
+    nd = len(shape)
+    if nd <= 1 or (nd == 2 and shape[1] == 1):
+        return OutputSpec("tensor")
+    if nd == 2:
+        return OutputSpec("classes", 1)
+    if nd == 3:
+        a, b = shape[1], shape[2]
+        if sample is not None and not _is_distribution(sample) and \
+                max(a, b) >= DETECTION_ASPECT * min(a, b) and min(a, b) > 4:
+            axis = 1 if a < b else 2
+            return OutputSpec("detection", None, groups=(("box", 0, 4), ("scores", 4, None)),
+                              group_axis=axis)
+        return OutputSpec("sequence", 2)
+    if nd == 4:
+        axis = 3 if input_layout.upper() == "NHWC" else 1
+        return OutputSpec("map") if shape[axis] == 1 else OutputSpec("dense", axis)
+    return OutputSpec("tensor")
+
+
+def _is_distribution(x: np.ndarray) -> bool:
+    x = np.asarray(x, np.float64)
+    return bool(x.size and x.min() >= -1e-6 and np.allclose(x.sum(-1), 1.0, atol=1e-3))
+
+
+def parse_spec_override(text: str) -> tuple[str, OutputSpec]:
+    """'NAME=KIND[:AXIS]' (e.g. 'softmax_2.tmp_0=sequence:2', 'maps=map', 'out=classes:-1',
+    'heads=detection:1') -> (name, spec). AXIS is the class axis, or for `detection` the
+    attribute axis; for `map` it is a threshold ('maps=map:0.5')."""
+    name, sep, rest = text.rpartition("=")
+    kind, _, arg = rest.partition(":")
+    if not sep or not name or kind not in KINDS:
+        raise ConfigError(f"bad output spec {text!r}: expected NAME=KIND[:AXIS] with KIND one of "
+                          f"{', '.join(KINDS)}", hint="e.g. --output-kind probs=sequence:2 maps=map:0.3")
+    try:
+        if kind == "map":
+            return name, OutputSpec("map", threshold=float(arg) if arg else MAP_THRESHOLD)
+        axis = int(arg) if arg else None
+    except ValueError:
+        raise ConfigError(f"bad output spec {text!r}: {arg!r} is not a number",
+                          hint="e.g. --output-kind probs=sequence:2") from None
+    if kind == "detection":
+        return name, OutputSpec("detection", groups=(("box", 0, 4), ("scores", 4, None)),
+                                group_axis=1 if axis is None else axis)
+    if kind in ("classes", "sequence", "dense"):
+        default = {"classes": 1, "sequence": -1, "dense": 1}[kind]
+        return name, OutputSpec(kind, default if axis is None else axis)
+    return name, OutputSpec("tensor")
+
+
+def output_specs(outputs: Mapping[str, np.ndarray], input_layout: str = "NCHW",
+                 overrides: Mapping[str, OutputSpec] | None = None) -> dict[str, OutputSpec]:
+    """A spec for every output (overrides by name win; an unknown name is an error)."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(outputs)
+    if unknown:
+        raise ConfigError(f"--output-kind names {sorted(unknown)} are not outputs of the model",
+                          hint=f"outputs: {', '.join(outputs)}")
+    out = {}
+    for name, value in outputs.items():
+        spec = overrides.get(name)
+        if spec is None:
+            spec = infer_spec(value.shape, input_layout, value[:4] if value.ndim else None)
+        elif spec.class_axis is not None and value.ndim:
+            spec = replace(spec, class_axis=spec.class_axis % value.ndim)
+        out[name] = spec
+    return out
+
+
+# ---------------------------------------------------------------- class metrics
+
+def _classes_last(x: np.ndarray, axis: int = 1) -> np.ndarray:
     if x.ndim < 2:
         raise ConfigError(f"top-k metrics need a class axis; output has shape {x.shape}")
-    return np.moveaxis(x, 1, -1)
+    return np.moveaxis(x, axis, -1)
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
@@ -73,47 +212,185 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(-x, k - 1, axis=-1)[..., :k]
 
 
-def top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
-    return float(np.mean(_classes(ref).argmax(-1) == _classes(cand).argmax(-1)))
+def top1_agreement(ref: np.ndarray, cand: np.ndarray, axis: int = 1) -> float:
+    return float(np.mean(_classes_last(ref, axis).argmax(-1) == _classes_last(cand, axis).argmax(-1)))
 
 
-def top5_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
-    truth = _classes(ref).argmax(-1)
-    return float(np.mean((_topk(_classes(cand), 5) == truth[..., None]).any(-1)))
+def top5_agreement(ref: np.ndarray, cand: np.ndarray, axis: int = 1) -> float:
+    truth = _classes_last(ref, axis).argmax(-1)
+    return float(np.mean((_topk(_classes_last(cand, axis), 5) == truth[..., None]).any(-1)))
 
 
-def top1_accuracy(cand: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(_classes(cand).argmax(-1) == labels))
+def top1_accuracy(cand: np.ndarray, labels: np.ndarray, axis: int = 1) -> float:
+    return float(np.mean(_classes_last(cand, axis).argmax(-1) == labels))
 
 
-def top5_accuracy(cand: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean((_topk(_classes(cand), 5) == np.asarray(labels)[..., None]).any(-1)))
+def top5_accuracy(cand: np.ndarray, labels: np.ndarray, axis: int = 1) -> float:
+    return float(np.mean((_topk(_classes_last(cand, axis), 5) ==
+                          np.asarray(labels)[..., None]).any(-1)))
 
+
+# ---------------------------------------------------------------- maps and boxes
+
+def _planes(x: np.ndarray) -> np.ndarray:
+    """[N,1,H,W] / [N,H,W,1] / [N,H,W] -> [N,H,W]."""
+    x = np.asarray(x)
+    if x.ndim == 4:
+        x = x[:, 0] if x.shape[1] == 1 else x[..., 0]
+    if x.ndim != 3:
+        raise ConfigError(f"map metrics need [N,1,H,W] maps; output has shape {x.shape}")
+    return x
+
+
+def map_iou(ref: np.ndarray, cand: np.ndarray, threshold: float = MAP_THRESHOLD) -> float:
+    """IoU of the binarized maps, pooled over samples; two empty maps agree (1.0)."""
+    r, c = _planes(ref) > threshold, _planes(cand) > threshold
+    union = int(np.count_nonzero(r | c))
+    return 1.0 if union == 0 else float(np.count_nonzero(r & c) / union)
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components of a 2-D boolean mask -> (labels 0 = background, 1..k; k).
+
+    Pure numpy: every foreground pixel points at the smallest index in its neighbourhood,
+    then pointer jumping (p = p[p]) spreads the minimum; repeat until nothing changes.
+    Converges in O(log diameter) rounds for compact shapes like text lines."""
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    idx = np.arange(h * w).reshape(h, w)
+    big = h * w
+    p = np.where(mask, idx, big).ravel()
+    p = np.append(p, big)  # p[big] = big: background points at the sentinel
+    fg = mask.ravel()
+    while True:
+        q = p[:-1].reshape(h, w)
+        m = q.copy()
+        m[1:] = np.minimum(m[1:], np.where(mask[:-1] & mask[1:], q[:-1], big))
+        m[:-1] = np.minimum(m[:-1], np.where(mask[1:] & mask[:-1], q[1:], big))
+        m[:, 1:] = np.minimum(m[:, 1:], np.where(mask[:, :-1] & mask[:, 1:], q[:, :-1], big))
+        m[:, :-1] = np.minimum(m[:, :-1], np.where(mask[:, 1:] & mask[:, :-1], q[:, 1:], big))
+        new = np.append(np.where(fg, m.ravel(), big), big)
+        new = np.minimum(new, new[new])  # pointer jumping
+        new = new[new]
+        if np.array_equal(new, p):
+            break
+        p = new
+    roots = p[:-1]
+    uniq, inv = np.unique(roots[fg], return_inverse=True)
+    labels = np.zeros(h * w, np.int64)
+    labels[fg] = inv + 1
+    return labels.reshape(h, w), len(uniq)
+
+
+def map_boxes(plane: np.ndarray, threshold: float = MAP_THRESHOLD,
+              min_side: int = MIN_BOX_SIDE) -> np.ndarray:
+    """Axis-aligned boxes [k, 4] (x1, y1, x2, y2; x2/y2 exclusive) of the connected
+    components of `plane > threshold`, dropping those with a side under `min_side`."""
+    labels, k = label_components(np.asarray(plane) > threshold)
+    if k == 0:
+        return np.zeros((0, 4), np.float64)
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs] - 1
+    x1 = np.full(k, np.iinfo(np.int64).max); y1 = x1.copy()  # noqa: E702
+    x2 = np.full(k, -1); y2 = x2.copy()  # noqa: E702
+    np.minimum.at(x1, lab, xs); np.minimum.at(y1, lab, ys)  # noqa: E702
+    np.maximum.at(x2, lab, xs); np.maximum.at(y2, lab, ys)  # noqa: E702
+    boxes = np.stack([x1, y1, x2 + 1, y2 + 1], axis=1).astype(np.float64)
+    keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= min_side
+    return boxes[keep]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` [n,4] with every box of `b` [m,4] -> [n, m]."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def match_boxes(ref: np.ndarray, cand: np.ndarray, iou: float = BOX_IOU) -> int:
+    """One-to-one matches at IoU >= `iou`, highest IoU first (greedy)."""
+    m = box_iou(ref, cand)
+    matched = 0
+    while m.size and m.max() >= iou:
+        i, j = np.unravel_index(int(np.argmax(m)), m.shape)
+        matched += 1
+        m[i, :] = -1.0
+        m[:, j] = -1.0
+    return matched
+
+
+def box_f1(ref: np.ndarray, cand: np.ndarray, threshold: float = MAP_THRESHOLD,
+           iou: float = BOX_IOU) -> float:
+    """Text-box agreement of two map batches: 2 * matched / (#ref + #cand), pooled."""
+    matched = total = 0
+    for r, c in zip(_planes(ref), _planes(cand)):
+        rb, cb = map_boxes(r, threshold), map_boxes(c, threshold)
+        matched += match_boxes(rb, cb, iou)
+        total += len(rb) + len(cb)
+    return 1.0 if total == 0 else 2.0 * matched / total
+
+
+# ---------------------------------------------------------------- the registry
 
 @dataclass(frozen=True)
 class Metric:
+    """A named metric. `applies(spec)` says whether it means anything for an output."""
+
     name: str
     fn: Callable[..., float]
     higher_is_better: bool
     needs_labels: bool = False
+    kinds: tuple[str, ...] | None = None   # output kinds it applies to (None: all)
 
-    def score_tensor(self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> float:
+    def applies(self, spec: OutputSpec) -> bool:
+        return self.kinds is None or spec.kind in self.kinds
+
+    def score_tensor(self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None,
+                     spec: OutputSpec | None = None) -> float:
+        spec = spec or infer_spec(ref.shape, sample=ref[:4] if ref.ndim else None)
         if self.needs_labels:
             if labels is None:
                 raise ConfigError(f"metric '{self.name}' needs labels",
                                   hint="use an image folder with class sub-folders, or an npz "
                                        "with a 'labels' array")
-            return self.fn(cand, labels)
+            return self.fn(cand, labels, spec.class_axis if spec.class_axis is not None else 1)
+        if self.kinds is not None and "map" in self.kinds:
+            return self.fn(ref, cand, spec.threshold)
+        if self.name == "cosine" and spec.groups:  # a detection head: its worst group counts
+            return min([cosine(ref, cand), *group_cosines(ref, cand, spec).values()])
+        if self.kinds is not None:
+            return self.fn(ref, cand, spec.class_axis)
         return self.fn(ref, cand)
 
-    def score(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray],
-              labels: np.ndarray | None = None, outputs: list[str] | None = None) -> float:
-        """Worst score over the outputs (label metrics use the first output only)."""
-        names = outputs or list(ref)
+    def per_output(self, ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray],
+                   labels: np.ndarray | None = None,
+                   specs: Mapping[str, OutputSpec] | None = None,
+                   outputs: Sequence[str] | None = None) -> dict[str, float]:
+        """{output: score} over the outputs this metric applies to (labels: the first one)."""
+        specs = specs or output_specs(ref)
+        names = [n for n in (outputs or list(ref)) if self.applies(specs[n])]
         if self.needs_labels:
             names = names[:1]
-        scores = [self.score_tensor(ref[n], cand[n], labels) for n in names]
-        return min(scores) if self.higher_is_better else max(scores)
+        return {n: self.score_tensor(ref[n], cand[n], labels, specs[n]) for n in names}
+
+    def score(self, ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray],
+              labels: np.ndarray | None = None, outputs: Sequence[str] | None = None,
+              specs: Mapping[str, OutputSpec] | None = None) -> float:
+        """Worst score over the outputs it applies to; ConfigError when it applies to none."""
+        scores = self.per_output(ref, cand, labels, specs, outputs)
+        if not scores:
+            raise NotApplicable(self.name, specs or output_specs(ref), ref)
+        return self.worst(scores)[1]
+
+    def worst(self, scores: Mapping[str, float]) -> tuple[str, float]:
+        pick = min if self.higher_is_better else max
+        name = pick(scores, key=lambda n: scores[n])
+        return name, scores[name]
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
@@ -123,16 +400,34 @@ class Metric:
         return (new - old) if self.higher_is_better else (old - new)
 
 
+class NotApplicable(ConfigError):
+    """A metric that applies to none of the model's outputs (top1 on a DBNet map)."""
+
+    def __init__(self, metric: str, specs: Mapping[str, OutputSpec], ref: Mapping[str, np.ndarray]):
+        kinds = ", ".join(f"{n} {list(ref[n].shape)} = {s.describe()}" for n, s in specs.items())
+        suggest = [m.name for m in METRICS.values() if not m.needs_labels and m.kinds is not None
+                   and any(m.applies(s) for s in specs.values())]
+        super().__init__(f"metric '{metric}' does not apply to any output ({kinds})",
+                         hint=f"use cosine{''.join(', ' + s for s in suggest)}, or declare the "
+                              "output's kind with --output-kind NAME=KIND[:AXIS]")
+        self.metric = metric
+
+
+CLASS_KINDS = ("classes", "sequence", "dense")
+MAP_KINDS = ("map",)
+
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("cosine", cosine, True),
     Metric("max-abs", max_abs, False),
     Metric("mean-abs", mean_abs, False),
     Metric("mse", mse, False),
     Metric("snr", snr_db, True),
-    Metric("top1", top1_agreement, True),
-    Metric("top5", top5_agreement, True),
-    Metric("top1-acc", top1_accuracy, True, needs_labels=True),
-    Metric("top5-acc", top5_accuracy, True, needs_labels=True),
+    Metric("top1", top1_agreement, True, kinds=CLASS_KINDS),
+    Metric("top5", top5_agreement, True, kinds=CLASS_KINDS),
+    Metric("top1-acc", top1_accuracy, True, needs_labels=True, kinds=("classes",)),
+    Metric("top5-acc", top5_accuracy, True, needs_labels=True, kinds=("classes",)),
+    Metric("map-iou", map_iou, True, kinds=MAP_KINDS),
+    Metric("box-f1", box_f1, True, kinds=MAP_KINDS),
 ]}
 
 
@@ -142,3 +437,109 @@ def get_metric(name: str) -> Metric:
     except KeyError:
         raise ConfigError(f"unknown metric {name!r}; choose from {', '.join(METRICS)} "
                           "or give a hook as package.module:function") from None
+
+
+def default_metrics(specs: Mapping[str, OutputSpec]) -> list[str]:
+    """What to report when the user names nothing: cosine everywhere, top-1 where there
+    is a class axis, map IoU and box agreement where there is a map."""
+    kinds = {s.kind for s in specs.values()}
+    out = ["cosine"]
+    if kinds & set(CLASS_KINDS):
+        out.append("top1")
+    if kinds & set(MAP_KINDS):
+        out += ["map-iou", "box-f1"]
+    return out
+
+
+# ---------------------------------------------------------------- per-output comparison
+
+def group_cosines(ref: np.ndarray, cand: np.ndarray, spec: OutputSpec) -> dict[str, float]:
+    """Cosine of each channel group of a detection head ({"box": .., "scores": ..})."""
+    out = {}
+    for name, start, stop in spec.groups:
+        sl = [slice(None)] * ref.ndim
+        sl[spec.group_axis] = slice(start, stop)
+        r, c = ref[tuple(sl)], cand[tuple(sl)]
+        if r.size:
+            out[name] = cosine(r, c)
+    return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every output's metrics, the worst output per metric, and the LOW flags."""
+
+    outputs: dict[str, dict[str, float]]   # {output: {metric: value}}
+    specs: dict[str, OutputSpec]
+    worst: dict[str, tuple[str, float]] = field(default_factory=dict)  # {metric: (output, value)}
+
+    @property
+    def flags(self) -> list[str]:
+        """'<output> <metric> <value> < <limit>' for every value below its LOW limit."""
+        out = []
+        for name, metrics in self.outputs.items():
+            for metric, value in metrics.items():
+                base = metric.split("[")[0]
+                if base in LOW and value < LOW[base]:
+                    out.append(f"{name} {metric} {value:.4g} < {LOW[base]:g}")
+        return out
+
+    def flat(self) -> dict[str, float]:
+        """{metric: worst value over the outputs} (what a single-figure summary shows)."""
+        return {m: v for m, (_, v) in self.worst.items()}
+
+    def lines(self) -> list[str]:
+        """Human summary: one line per output, then the worst output and the flags."""
+        multi = len(self.outputs) > 1
+        out = []
+        for name, metrics in self.outputs.items():
+            vals = ", ".join(f"{k} {_fmt(k, v)}" for k, v in metrics.items())
+            out.append(f"  {name} [{self.specs[name].describe()}]: {vals}")
+        if multi:
+            worst = ", ".join(f"{m} {_fmt(m, v)} ({o})" for m, (o, v) in self.worst.items())
+            out.append(f"  worst output per metric: {worst}")
+        flags = self.flags
+        if flags:
+            out.append("  LOW (far from FP32; check before deploying): " + "; ".join(flags))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"outputs": self.outputs,
+                "specs": {n: s.describe() for n, s in self.specs.items()},
+                "worst": {m: {"output": o, "value": v} for m, (o, v) in self.worst.items()},
+                "flags": self.flags}
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric.startswith(("top", "map-iou", "box-f1")):
+        return f"{value:.2%}"
+    return f"{value:.5f}" if metric.startswith("cosine") else f"{value:.4g}"
+
+
+def compare_outputs(ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray],
+                    metrics: Sequence[str] | None = None, *, labels: np.ndarray | None = None,
+                    specs: Mapping[str, OutputSpec] | None = None,
+                    input_layout: str = "NCHW") -> Comparison:
+    """Each output scored with each metric that applies to it (default: `default_metrics`
+    + max-abs), detection heads also per channel group ("cosine[scores]")."""
+    missing = set(ref) - set(cand)
+    if missing:
+        raise ValueError(f"candidate lacks outputs {sorted(missing)}")
+    specs = dict(specs or output_specs(ref, input_layout))
+    names = list(metrics) if metrics is not None else [*default_metrics(specs), "max-abs"]
+    per: dict[str, dict[str, float]] = {n: {} for n in ref}
+    worst: dict[str, tuple[str, float]] = {}
+    for mname in names:
+        m = get_metric(mname)
+        if m.needs_labels and labels is None:
+            continue
+        scores = m.per_output(ref, cand, labels, specs)
+        for out, v in scores.items():
+            per[out][mname] = v
+        if scores:
+            worst[mname] = m.worst(scores)
+    for out, spec in specs.items():
+        if spec.groups:
+            for g, v in group_cosines(ref[out], cand[out], spec).items():
+                per[out][f"cosine[{g}]"] = v
+    return Comparison(per, specs, worst)

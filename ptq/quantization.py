@@ -16,9 +16,7 @@ import difflib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +24,14 @@ from typing import Iterable, Sequence
 
 import onnx
 
-from ptq.atomic import write_bytes
 from ptq.cache import CalibrationCache, read_cache
 from ptq.errors import ConfigError, ModelLoadError
-from ptq.graph.cast import pin_fp16
-from ptq.graph.edit import copy_model, finalize
-from ptq.graph.model import infer_types, load_model, model_sha256, name_unnamed_nodes
-from ptq.graph.precisions import PLUMBING_OPS, Precision
-from ptq.graph.qdq import QDQ_OPS, ensure_opset, insert_qdq, plan_qdq
+from ptq.graph.cast import NOT_PINNABLE, pin_float, pin_fp16
+from ptq.graph.edit import copy_model, finalize, save_model
+from ptq.graph.model import skeleton, data_dir, infer_types, load_model, model_sha256, name_unnamed_nodes
+from ptq.graph.precisions import PLUMBING_OPS, Precision, layer_precisions, precision_counts
+from ptq.graph.qdq import (FP16_OPSET, MIN_OPSET, QDQ_OPS, ensure_opset, insert_qdq, low_precision,
+                          opset_of, plan_qdq)
 from ptq.graph.rules import DEFAULT_OP_TYPES, RULES
 from ptq.table import CalibrationTable
 from ptq.version import __version__
@@ -130,28 +128,45 @@ def quantize_with_summary(model: str | Path | onnx.ModelProto, ranges: Ranges, *
     start = time.perf_counter()
     proto, sha = _source(model, hash_it=source_sha256 is None)
     sha = source_sha256 or sha
-    proto = ensure_opset(proto)
+    low = low_precision(proto)
     rng = _ranges(ranges, config.algo)
     op_types, notes = _op_types(config)
-    pinned = resolve_pins(proto, pins, config.exclude)
-    plan = plan_qdq(proto, op_types, set(pinned), per_channel=config.per_channel_weights)
+    for minimum in (MIN_OPSET, FP16_OPSET):       # float16 scales need opset 19: re-plan after
+        try:
+            proto = ensure_opset(proto, minimum)
+        except ModelLoadError as exc:  # name the file the user gave
+            exc.path = exc.path or (str(model) if isinstance(model, (str, Path)) else None)
+            raise
+        pinned = resolve_pins(proto, pins, config.exclude)
+        plan = plan_qdq(proto, op_types, set(pinned), per_channel=config.per_channel_weights)
+        if not plan.typed_scales or opset_of(proto) >= FP16_OPSET:
+            break
     notes += plan.notes
     _check_ranges(plan.activation_tensors(), rng, sha)
     out = insert_qdq(proto, plan, rng.amaxes, check=False)
     fp16 = {n for n, p in pinned.items() if p.precision is Precision.FP16}
     casts = 0
+    types = _types(proto) if fp16 or low else {}
     if fp16:
-        cast = pin_fp16(out, fp16, _types(proto), check=False)
+        cast = pin_fp16(out, fp16, types, check=False)
         out, casts = cast.model, cast.casts
+        notes += cast.notes
+    fp32_islands = _fp32_islands(proto, pinned, types) if low else set()
+    if fp32_islands:           # FP32 pins in a float16 model: cast those nodes up to FP32
+        cast = pin_float(out, fp32_islands, types, to=onnx.TensorProto.FLOAT, check=False)
+        out, casts = cast.model, casts + cast.casts
         notes += cast.notes
     pins_list = tuple(pinned.values())
     _set_metadata(out, {"ptq.version": __version__, "ptq.algo": rng.algo, "ptq.source_sha256": sha,
                         "ptq.pins": json.dumps([p.to_dict() for p in pins_list]),
                         "ptq.notes": json.dumps(notes)})
     finalize(out)
-    layers = sum(1 for n in proto.graph.node if n.op_type not in PLUMBING_OPS)
-    counts = {"int8": len(plan.int8_nodes), "fp16": len(fp16),
-              "fp32": layers - len(plan.int8_nodes) - len(fp16)}
+    if low:                    # a float16 model: read what each layer runs in from the graph
+        counts = precision_counts(layer_precisions(out))
+    else:
+        layers = sum(1 for n in proto.graph.node if n.op_type not in PLUMBING_OPS)
+        counts = {"int8": len(plan.int8_nodes), "fp16": len(fp16),
+                  "fp32": layers - len(plan.int8_nodes) - len(fp16)}
     summary = QuantizeSummary(plan.pairs, len(set(plan.weights.values())), casts, counts,
                               pins_list, tuple(notes), rng.algo, sha, time.perf_counter() - start)
     return QuantizeResult(out, summary)
@@ -233,10 +248,11 @@ def _source(model: str | Path | onnx.ModelProto, *, hash_it: bool = True
     else:
         external = [t.name for t in model.graph.initializer
                     if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data]
-        if external:
+        if external and data_dir(model) is None:
             raise ModelLoadError(f"initializer '{external[0]}' is external data that was not loaded",
-                                 hint="pass the model path, or onnx.load() it with its data files")
-        sha = hashlib.sha256(model.SerializeToString()).hexdigest() if hash_it else ""
+                                 hint="pass the model path, load it with ptq.graph.model.load_model, "
+                                      "or onnx.load() it with its data files")
+        sha = _proto_sha256(model) if hash_it else ""
         proto = model
         if any(not n.name for n in model.graph.node):
             proto = copy_model(model)
@@ -311,6 +327,16 @@ def _check_ranges(needed: list[str], rng: _Ranges, sha: str) -> None:
                     "tensor name matches, so quantizing anyway", rng.sha256[:12], sha[:12])
 
 
+def _fp32_islands(model: onnx.ModelProto, pinned: dict[str, Pin], types: dict[str, int]) -> set[str]:
+    """FP32-pinned nodes of a float16 model that read a float16 tensor (pinnable ones)."""
+    half = onnx.TensorProto.FLOAT16
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    return {n.name for n in model.graph.node
+            if n.name in pinned and pinned[n.name].precision is Precision.FP32
+            and n.op_type not in NOT_PINNABLE
+            and any(types.get(x, inits.get(x)) == half for x in n.input if x)}
+
+
 def _types(model: onnx.ModelProto) -> dict[str, int]:
     return {name: info.elem_type for name, info in infer_types(model).items()}
 
@@ -322,16 +348,12 @@ def _set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in keep}, **props})
 
 
-def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Write atomically; models over 2 GB go to `<name>.data` next to the file."""
-    path = Path(path)
+def _proto_sha256(model: onnx.ModelProto) -> str:
+    """Hash of an in-memory model; one over protobuf's limit is hashed tensor by tensor."""
     if model.ByteSize() < 1_800_000_000:
-        return write_bytes(path, model.SerializeToString())
-    data = f"{path.name}.data"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ptq-") as tmp:
-        onnx.save_model(copy_model(model), str(Path(tmp) / path.name), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data)
-        os.replace(Path(tmp) / data, path.parent / data)
-        os.replace(Path(tmp) / path.name, path)
-    return path
+        return hashlib.sha256(model.SerializeToString()).hexdigest()
+    h = hashlib.sha256()
+    for t in model.graph.initializer:
+        h.update(t.SerializeToString())
+    h.update(skeleton(model).SerializeToString())
+    return h.hexdigest()

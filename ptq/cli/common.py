@@ -42,8 +42,15 @@ def add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
                    help="imagenet: resize 256, crop 224, ImageNet mean/std; efficientnet-lite: "
                         "same crop, (x-127)/128; raw: resize to the input size, no normalisation "
                         "(default: imagenet)")
-    g.add_argument("--size", type=_size, default=None, metavar="H[,W]",
-                   help="network input size when the model's is dynamic")
+    g.add_argument("--size", type=_size, default=None, metavar="H[xW]",
+                   help="network input size when the model's is dynamic (e.g. 640, 48x320)")
+    g.add_argument("--size-multiple", dest="multiple", type=int, default=None, metavar="K",
+                   help="round --size up to a multiple of K (DBNet-style detectors: 32)")
+    g.add_argument("--letterbox", action="store_const", const=True, default=None,
+                   help="keep the aspect ratio: scale the image to fit --size and pad the rest "
+                        "(detectors, text recognizers) instead of the centre crop")
+    g.add_argument("--pad-value", type=float, default=None, metavar="V",
+                   help="letterbox padding as a pixel value 0..255 (default: 0; YOLO uses 114)")
     g.add_argument("--resize", type=int, default=None, metavar="N",
                    help="resize the shorter side to N before the centre crop")
     g.add_argument("--mean", type=_floats, default=None, metavar="M[,M,M]", help="per-channel mean")
@@ -57,20 +64,23 @@ def add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", default="auto", metavar="LIST",
                    help="ONNX Runtime execution providers: auto (CUDA if available, else CPU), "
-                        "cpu, cuda, or full provider names, comma separated (default: auto)")
+                        "cpu, cuda, or full provider names, comma separated (default: auto). "
+                        "The EP that actually ran is reported: ORT falls back to CPU when the "
+                        "CUDA libraries do not load (an error with 'cuda', a warning with auto)")
 
 
 def preprocess_options(args: argparse.Namespace) -> PreprocessOptions:
     return PreprocessOptions(preset=args.preset, size=args.size, resize=args.resize,
                              mean=args.mean, std=args.std, layout=args.layout,
-                             channel_order=args.channel_order)
+                             channel_order=args.channel_order, letterbox=args.letterbox,
+                             pad_value=args.pad_value, multiple=args.multiple)
 
 
 def _size(text: str) -> tuple[int, int]:
     try:
         vals = [int(v) for v in text.replace("x", ",").split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H or H,W, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected H, HxW or H,W, got {text!r}") from None
     if len(vals) not in (1, 2) or min(vals) <= 0:
         raise argparse.ArgumentTypeError(f"expected H or H,W with positive values, got {text!r}")
     return (vals[0], vals[-1])

@@ -2,22 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields, replace
 from pathlib import Path
 
-from ptq.atomic import write_text
-from ptq.cache import read_cache
+from ptq.atomic import check_writable, encode_text, replace_set
+from ptq.cache import read_cache, version_major
 from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
 from ptq.cli.common import (add_data_args, add_runtime_args, new_parser, positive,
                             preprocess_options, progress_bar)
 from ptq.datasets import fixed_batch
-from ptq.errors import ConfigError
+from ptq.errors import ConfigError, DataError
 from ptq.graph.model import graph_inputs, load_model
 from ptq.graph.rules import DEFAULT_OP_TYPES
-from ptq.evaluate import measure_accuracy
+from ptq.evaluate import accuracy_lines, accuracy_report
+from ptq.metrics import parse_spec_override
 from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantize_with_summary,
                               save_model)
-from ptq.trtexec import commands_text, trt_commands
+from ptq.trtexec import commands_text, shapes_for, trt_commands
 from ptq.table import CalibrationTable
 
 DESCRIPTION = f"""\
@@ -33,7 +35,8 @@ Patterns match node names exactly or as a full regular expression ("conv1" never
 matches "conv10"); a pattern matching nothing is an error listing near names.
 
 Then both models run in ONNX Runtime on the calibration images (or --eval) and the
-cosine, max-abs error and top-1 agreement are printed, with the trtexec command
+cosine, max-abs error and top-1 agreement (on the class axis; map IoU and text-box
+agreement for probability maps) are printed per output, the worst named, with the trtexec command
 lines (also saved next to the model as <name>.trtexec.txt).
 Default op types: {' '.join(DEFAULT_OP_TYPES)}."""
 
@@ -67,12 +70,21 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="images (or .npy/.npz) to measure accuracy on (default: the calibration "
                         "images named in ranges.json)")
     g.add_argument("--no-eval", action="store_true", help="skip the accuracy measurement")
+    g.add_argument("--output-kind", dest="output_kind", nargs="+", default=(),
+                   metavar="NAME=KIND[:AXIS]",
+                   help="how to read an output when its shape misleads (as `ptq sensitivity "
+                        "--output-kind`): classes|sequence|dense[:class axis], map[:threshold], "
+                        "detection[:attribute axis], tensor")
     add_data_args(p, required=False)
     p.set_defaults(preset=None)  # None = the preprocessing recorded in ranges.json
     add_runtime_args(p)
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", default=None, metavar="ONNX",
                    help="quantized model path (default: <model>.int8.onnx next to the model)")
+    g.add_argument("--shapes", default=None, metavar="NAME:DIMS[,...]",
+                   help="optimization profile of dynamic inputs for the trtexec lines: "
+                        "x:1x3x640x640 (fixed) or x:1x3x320x320/4x3x640x640/8x3x960x960 "
+                        "(min/opt/max; default: the calibration size, batch 1..its batch size)")
     g.add_argument("--trt-version", default="all", metavar="V",
                    help="print the trtexec line for TensorRT 11, 10 (or 8.6, 10.3.0, ...) or all "
                         "(default: all)")
@@ -100,36 +112,59 @@ def run(args: argparse.Namespace) -> int:
     if output.resolve() == Path(args.model).resolve():
         raise ConfigError("the output would overwrite the input model", path=output,
                           hint="pass another -o path")
+    check_writable(output.parent)  # fail now, not after quantizing and evaluating
     source, why = (None, "--no-eval") if args.no_eval else _eval_source(args, model, table)
+    specs = dict(parse_spec_override(t) for t in args.output_kind)
+    unknown = set(specs) - {o.name for o in model.graph.output}
+    if unknown:
+        raise ConfigError(f"--output-kind names {sorted(unknown)}, not outputs of the model",
+                          path=args.model,
+                          hint=f"outputs: {', '.join(o.name for o in model.graph.output)}")
     result = quantize_with_summary(args.model, args.ranges or args.cache, pins=pins, config=config)
     cache = Path(args.cache) if args.cache else _cache_next_to(args.ranges, config.algo)
+    recorded = table.data if table is not None else {}
+    shapes, shape_note = shapes_for(graph_inputs(model), args.shapes,
+                                    recorded.get("preprocessing"), recorded.get("batch_size"))
     commands = trt_commands(output, cache_path=cache, pins=result.summary.pins,
-                            fp32_model=args.model)
-    text = commands_text(commands, versions, cache)
-    save_model(result.model, output)
-    txt = write_text(output.with_suffix(".trtexec.txt"), text)
-    if args.quiet == 0:
-        _print_summary(result.summary, output, txt)
+                            fp32_model=args.model, shapes=shapes)
+    text = commands_text(commands, versions, cache) + (f"{shape_note}\n" if shape_note else "")
     accuracy = None
-    if source is not None and args.quiet == 0:
+    if source is not None and args.quiet == 0:  # everything is measured before anything is written
         bs = fixed_batch(graph_inputs(model)) or args.batch_size or 16
         with progress_bar(args, len(source), "evaluating") as update:
-            accuracy = measure_accuracy(args.model, result.model, source.batches(bs),
-                                        providers=args.providers, optimization="disable",
-                                        progress=update)
+            accuracy = accuracy_report(args.model, result.model, source.batches(bs),
+                                       providers=args.providers, optimization="disable",
+                                       progress=update, specs=specs)
+        _check_finite(accuracy.outputs, source)
+    txt = output.with_suffix(".trtexec.txt")
+    replace_set(output.parent, {output.name: lambda path: save_model(result.model, path),
+                                txt.name: encode_text(text)})  # the model and its lines as one set
     if args.quiet == 0:
+        _print_summary(result.summary, output, txt)
         _print_accuracy(accuracy, source, why)
         print(text, end="")
     return 0
+
+
+def _check_finite(outputs: dict[str, dict[str, float]], source) -> None:
+    """NaN/Inf scores mean NaN/Inf outputs (usually NaN/Inf in the data): an error, not a score."""
+    bad = [f"{metric} {value}" + (f" [{name}]" if len(outputs) > 1 else "")
+           for name, metrics in outputs.items() for metric, value in metrics.items()
+           if not math.isfinite(value)]
+    if bad:
+        raise DataError(f"the evaluation gives non-finite scores ({', '.join(bad[:4])}): the FP32 "
+                        "or quantized outputs contain NaN/Inf", path=source.describe().get("source"),
+                        hint="check the evaluation data for NaN/Inf values, or pass --no-eval")
 
 
 def _versions(spec: str) -> tuple[str, ...]:
     if spec == "all":
         return ("trt11", "trt10")
     try:
-        major = int(spec.split(".")[0])
-    except ValueError:
-        raise ConfigError(f"bad --trt-version {spec!r}", hint="use 11, 10, 10.3.0, 8.6 or all") from None
+        major = version_major(spec)
+    except ConfigError:
+        raise ConfigError(f"bad --trt-version {spec!r}",
+                          hint="use 11, 10, 10.3.0, 8.6 or all") from None
     return ("trt11",) if major >= 11 else ("trt10",)
 
 
@@ -186,15 +221,8 @@ def _print_summary(summary, output: Path, txt: Path) -> None:
     print(f"  wrote {txt}")
 
 
-def _print_accuracy(accuracy: dict | None, source, why: str) -> None:
+def _print_accuracy(accuracy, source, why: str) -> None:
     if accuracy is None:
         print(f"accuracy: not measured ({why})")
         return
-    where = source.describe().get("source", "the evaluation data")
-    line = f"accuracy vs FP32 on {where} (ONNX Runtime, optimizations off): " \
-           f"cosine {accuracy['cosine']:.5f}, max-abs {accuracy['max-abs']:.4g}"
-    if "top1" in accuracy:
-        line += f", top-1 agreement {accuracy['top1']:.2%}"
-    if "top1-acc" in accuracy:
-        line += f", top-1 accuracy {accuracy['top1-acc']:.2%} (FP32 {accuracy['top1-acc-fp32']:.2%})"
-    print(line)
+    print("\n".join(accuracy_lines(accuracy, source.describe().get("source", "the evaluation data"))))

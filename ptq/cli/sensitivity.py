@@ -23,10 +23,14 @@ built by the same code as `ptq quantize`:
   quantize-one   everything FP32 except the node in INT8
   both           both rankings (each layer appears once per mode)
 
-Metrics (--metric, several allowed, the first ranks): cosine, max-abs, mean-abs,
-mse, snr (dB), top1, top5 (agreement with FP32; with --labels: accuracy against
-the class sub-folders), top1-acc, top5-acc, map50 / map (detection, need
---decoder and box labels), or a hook PKG.MODULE:FUNCTION called as
+Metrics (--metric, several allowed, the first ranks; each scores every output it
+applies to and keeps the worst): cosine (pooled over the whole output), max-abs,
+mean-abs, mse, snr (dB), top1, top5 (agreement with FP32 on the class axis: axis 1
+of [N,C], the last axis of [N,T,C] e.g. per CTC frame, the channel axis of NCHW/NHWC
+maps; with --labels: accuracy against the class sub-folders), top1-acc, top5-acc,
+map-iou / box-f1 (probability maps [N,1,H,W] such as DBNet's: IoU of the maps
+binarized at 0.3, agreement of the boxes of their connected components), map50 /
+map (detection, need --decoder and box labels), or a hook PKG.MODULE:FUNCTION called as
 fn(outputs, {"files": [...], "labels": array|None}) -> float, whose direction is
 declared on the function: fn.higher_is_better = True|False.
 
@@ -45,6 +49,7 @@ examples:
   ptq sensitivity model.onnx --data val/ --labels --metric top1 cosine --mode both --jobs 2
   ptq sensitivity model.onnx --data val/ --labels --metric top1 --auto --target "top1>=0.99" --max-pins 5
   ptq sensitivity det.onnx --data val.npz --metric map50 --decoder mymodels.yolo:decode
+  ptq sensitivity dbnet.onnx --data photos/ --size 640 --metric box-f1 map-iou --fp32 'p2o\\.Conv\\.0'
 
 exit codes: 0 done (with --auto: target met), 1 error, 2 usage,
             {EXIT_TARGET_NOT_MET} --auto finished without meeting the target
@@ -65,8 +70,14 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="variant per node (default: leave-one-out)")
     g.add_argument("--pin", default="fp16", choices=["fp16", "fp32"],
                    help="how a pinned node runs: Cast-typed FP16, or FP32 without Q/DQ (default: fp16)")
-    g.add_argument("--metric", nargs="+", default=["cosine", "top1"], metavar="METRIC",
-                   help="metrics, the first ranks (default: cosine top1)")
+    g.add_argument("--metric", nargs="+", default=None, metavar="METRIC",
+                   help="metrics, the first ranks (default: cosine, + top1 where an output has a "
+                        "class axis, + map-iou box-f1 where an output is a probability map)")
+    g.add_argument("--output-kind", dest="output_kind", nargs="+", default=(),
+                   metavar="NAME=KIND[:AXIS]",
+                   help="how to read an output when its shape misleads: KIND classes|sequence|"
+                        "dense (AXIS = class axis), map (AXIS = threshold, default 0.3), "
+                        "detection (AXIS = attribute axis), tensor (no top-k)")
     g.add_argument("--labels", action="store_true",
                    help="top1/top5 = accuracy against the labels (class sub-folders / npz 'labels')")
     g.add_argument("--decoder", default=None, metavar="PKG.MODULE:FUNCTION",
@@ -77,8 +88,11 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="op types to quantize (default: ptq quantize's default set)")
     g.add_argument("--nodes", nargs="+", default=(), metavar="PATTERN",
                    help="make variants only for these quantizable nodes (default: all)")
-    g.add_argument("--exclude", nargs="+", default=(), metavar="PATTERN",
-                   help="nodes kept FP32 in every variant (exact name or full regex)")
+    g.add_argument("--fp32", "--exclude", dest="fp32", nargs="+", default=(), metavar="PATTERN",
+                   help="nodes kept FP32 without Q/DQ in every variant, as `ptq quantize --fp32` "
+                        "(exact name or full regex)")
+    g.add_argument("--fp16", nargs="+", default=(), metavar="PATTERN",
+                   help="nodes pinned FP16 in every variant, as `ptq quantize --fp16`")
     g = p.add_argument_group("auto fallback")
     g.add_argument("--auto", action="store_true",
                    help="greedily pin the most sensitive layers until --target holds")
@@ -115,6 +129,7 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace, outdir: Path):
+    from ptq.metrics import parse_spec_override
     from ptq.quantization import QuantizeConfig
     from ptq.sensitivity import AutoConfig
     from ptq.sensitivity.cache import CACHE_DIRNAME
@@ -132,12 +147,13 @@ def build_config(args: argparse.Namespace, outdir: Path):
         auto = AutoConfig(args.target, args.max_pins, args.time_budget)
     elif args.max_pins is not None or args.time_budget is not None:
         raise ConfigError("--max-pins/--time-budget only apply with --auto --target")
-    qconfig = QuantizeConfig(algo=args.algo, exclude=tuple(args.exclude),
+    qconfig = QuantizeConfig(algo=args.algo, exclude=tuple(args.fp32),
                              op_types=None if args.op_types is None else tuple(args.op_types))
     cache_dir = None if args.no_cache else Path(args.cache_dir or outdir / CACHE_DIRNAME)
     return SensitivityConfig(
-        mode=args.mode, pin=args.pin, metrics=tuple(args.metric), labels=args.labels,
-        decoder=args.decoder, quantize=qconfig, nodes=tuple(args.nodes),
+        mode=args.mode, pin=args.pin, metrics=tuple(args.metric or ()), labels=args.labels,
+        decoder=args.decoder, quantize=qconfig, nodes=tuple(args.nodes), fp16=tuple(args.fp16),
+        outputs=tuple(parse_spec_override(t) for t in args.output_kind),
         eval_images=args.eval_images, calib_images=args.max_images, batch_size=args.batch_size,
         jobs=args.jobs, executor=args.executor, backend=args.backend, providers=args.providers,
         optimization=args.optimization,
@@ -146,9 +162,11 @@ def build_config(args: argparse.Namespace, outdir: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptq.atomic import check_writable
     from ptq.sensitivity import Analysis, SensitivityRun, write_outputs
 
     outdir = Path(args.outdir) if args.outdir else default_outdir(args.model)
+    check_writable(outdir)  # read-only, under a file: fail now, not after the analysis
     config = build_config(args, outdir)
     analysis = Analysis(Path(args.model), args.data, config, args.ranges)
     with progress_bar(args, analysis.num_variants, "variants", unit="variant") as update:
@@ -170,6 +188,11 @@ def print_summary(result, written: dict, topk: int) -> None:
     base = " ".join(f"{k} {v:.4g}" for k, v in result.baseline["metrics"].items())
     print(f"{s['quantizable_nodes']} quantizable nodes, {s['eval_images']} images, "
           f"backend {s['backend']}; FP32: {ref}; all-INT8 baseline: {base}")
+    outputs = result.baseline.get("outputs")
+    if outputs:
+        print("all-INT8 baseline per output (worst named; LOW = far from FP32):")
+        for line in _comparison_lines(outputs):
+            print(line)
     for mode in dict.fromkeys(r.mode for r in result.layers):
         print_table(result, mode, topk)
     if result.auto is not None:
@@ -180,6 +203,19 @@ def print_summary(result, written: dict, topk: int) -> None:
           f"total {t.get('total_s', 0):.1f} s")
     for path in written.values():
         print(f"  wrote {path}")
+
+
+def _comparison_lines(d: dict) -> list[str]:
+    """The per-output block of sensitivity.json's baseline, as `ptq.metrics.Comparison.lines`."""
+    lines = [f"  {name} [{d['specs'].get(name, '')}]: "
+             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+             for name, metrics in d["outputs"].items()]
+    if len(d["outputs"]) > 1:
+        lines.append("  worst output per metric: " + ", ".join(
+            f"{m} {w['value']:.4g} ({w['output']})" for m, w in d["worst"].items()))
+    if d.get("flags"):
+        lines.append("  LOW (far from FP32; check before deploying): " + "; ".join(d["flags"]))
+    return lines
 
 
 def print_table(result, mode: str, topk: int) -> None:

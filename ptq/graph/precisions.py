@@ -3,7 +3,7 @@
 Under TensorRT strong typing the graph itself states the precision (TENSORRT.md §4.1):
 
     INT8  an input comes from a DequantizeLinear (TensorRT fuses DQ -> op into an INT8 kernel)
-    FP16  a float input is float16 (a Cast-typed FP16 island)
+    FP16  a float input (or output) is float16 (a Cast-typed FP16 island, or a float16 model)
     FP32  otherwise
 
 The Q/DQ and Cast nodes themselves are plumbing, not layers, and are skipped. The
@@ -39,7 +39,7 @@ class Precision(str, enum.Enum):
 def layer_precisions(model: onnx.ModelProto) -> dict[str, Precision]:
     """{node name: Precision} for every node except Q/DQ/Cast, in graph order."""
     elem = {name: info.elem_type for name, info in infer_types(model).items()}
-    g = GraphIndex.build(model.graph)
+    g = GraphIndex.of(model)
     out: dict[str, Precision] = {}
     for node in g.nodes:
         if node.op_type in PLUMBING_OPS:
@@ -48,7 +48,7 @@ def layer_precisions(model: onnx.ModelProto) -> dict[str, Precision]:
         if any(x in g.producer and g.nodes[g.producer[x]].op_type == "DequantizeLinear"
                for x in inputs):
             out[node.name] = Precision.INT8
-        elif any(elem.get(x) == TensorProto.FLOAT16 for x in inputs):
+        elif any(elem.get(x) == TensorProto.FLOAT16 for x in (*inputs, *node.output)):
             out[node.name] = Precision.FP16
         else:
             out[node.name] = Precision.FP32

@@ -4,7 +4,8 @@
     insert_qdq(model, plan, amaxes)  a new model with the pairs, scales and zero points
 
 What TensorRT needs (TENSORRT.md §3): symmetric INT8 with an explicit INT8 zero point
-of 0 on every Q and DQ, positive finite float32 scales, per-channel weights with an
+of 0 on every Q and DQ, positive finite scales typed like the tensor they quantize
+(float32; float16/bfloat16 in a float16 model, opset >= 19), per-channel weights with an
 explicit `axis`, per-tensor activations, opset >= 13. One Q/DQ pair per tensor is
 shared by every consumer that needs it; consumers that do not (pinned or unquantized
 nodes) keep reading the float tensor. Weight scales are per-channel max|w| / 127,
@@ -24,11 +25,14 @@ from onnx import TensorProto, helper, numpy_helper
 from ptq.calibrators import AMAX_FLOOR
 from ptq.errors import CalibrationError, ModelLoadError
 from ptq.graph.edit import copy_model, finalize
-from ptq.graph.rules import RULES, GraphIndex
+from ptq.graph.model import FLOAT_TYPES, data_dir, infer_types, set_data_dir
+from ptq.graph.rules import RULES, GraphIndex, rule_key
 
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 13  # the first opset with a per-channel `axis` on Q/DQ
+FP16_OPSET = 19  # the first opset with float16/bfloat16 scales on Q/DQ (TENSORRT.md §3.3)
+FLOAT_ELEM_TYPES = tuple(FLOAT_TYPES)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _MIN_SCALE = np.finfo(np.float32).tiny  # subnormal scales lose precision or flush to zero
 
@@ -48,9 +52,15 @@ class QdqPlan:
     groups: list[set[str]] = field(default_factory=list)   # tensors that share one scale
     int8_nodes: list[int] = field(default_factory=list)     # node indices, graph order
     notes: list[str] = field(default_factory=list)
+    dtypes: dict[str, int] = field(default_factory=dict)    # planned tensor -> elem type when not FLOAT
 
     def activation_tensors(self) -> list[str]:
         return list(self.activations)
+
+    @property
+    def typed_scales(self) -> bool:
+        """Whether some Q/DQ needs a float16/bfloat16 scale (so opset >= 19)."""
+        return any(t in (TensorProto.FLOAT16, TensorProto.BFLOAT16) for t in self.dtypes.values())
 
     @property
     def pairs(self) -> int:
@@ -68,7 +78,9 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.Model
     from onnx import version_converter
 
     try:
-        return version_converter.convert_version(model, minimum)
+        out = version_converter.convert_version(model, minimum)
+        set_data_dir(out, data_dir(model))          # lazily loaded weights stay where they are
+        return out
     except Exception as exc:  # the converter raises bare RuntimeErrors
         raise ModelLoadError(f"cannot upgrade the model from opset {opset_of(model)} to "
                              f"{minimum} ({str(exc).splitlines()[0][:120]})",
@@ -78,16 +90,17 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.Model
 def plan_qdq(model: onnx.ModelProto, op_types: Collection[str], skip: Collection[str] = (),
              *, per_channel: bool = True, index: GraphIndex | None = None) -> QdqPlan:
     """Apply the rules of `op_types` to every node not in `skip` (pinned or excluded)."""
-    g = index or GraphIndex.build(model.graph)
+    g = index or GraphIndex.of(model)
     plan = QdqPlan()
     for i, node in enumerate(g.nodes):
-        rule = RULES.get(node.op_type)
-        if rule is None or node.op_type not in op_types or node.name in skip:
+        key = rule_key(node, g)
+        rule = RULES.get(key)
+        if rule is None or key not in op_types or node.name in skip:
             continue
         slots = rule.activation_slots(node, g)
         w = rule.weight_slot(node, g)
-        if w is not None and not _float_weight(g, node.input[w]):
-            plan.notes.append(f"{node.name}: weight '{node.input[w]}' is not float32; left FP32")
+        if w is not None and g.constant_dtype(node.input[w]) not in FLOAT_ELEM_TYPES:
+            plan.notes.append(f"{node.name}: weight '{node.input[w]}' is not a float tensor; left unquantized")
             continue
         if not slots:
             continue
@@ -96,16 +109,47 @@ def plan_qdq(model: onnx.ModelProto, op_types: Collection[str], skip: Collection
         if w is not None:
             shape = g.constant_shape(node.input[w])
             axis = rule.axis(node, shape) if per_channel and rule.axis and len(shape) > 1 else None
+            if axis is None and per_channel and rule.axis and len(shape) > 1:
+                plan.notes.append(f"{node.name}: {rule.per_tensor_reason}; per-tensor weight scale used")
             plan.weights[(i, w)] = WeightQ(node.input[w], axis)
+            if g.constant_dtype(node.input[w]) != TensorProto.FLOAT:
+                plan.dtypes[node.input[w]] = g.constant_dtype(node.input[w])
         if rule.shared_scale:
             plan.groups.append({node.input[s] for s in slots})
         plan.int8_nodes.append(i)
+    plan.groups.extend(concat_groups(g, plan, skip))
     plan.groups = _merge_groups(plan.groups)
+    if low_precision(model):
+        types = infer_types(model)
+        plan.dtypes.update({t: types[t].elem_type for t in plan.activations
+                            if t in types and types[t].elem_type != TensorProto.FLOAT})
     return plan
 
 
-def _float_weight(g: GraphIndex, name: str) -> bool:
-    return g.constant_proto(name).data_type == TensorProto.FLOAT
+def concat_groups(g: GraphIndex, plan: QdqPlan, skip: Collection[str]) -> list[set[str]]:
+    """ModelOpt's concat elimination: when a Concat's output is quantized, its quantized
+    inputs take the same scale, so TensorRT, which moves the output's Q above the Concat,
+    needs no DQ -> Q requantization on those inputs."""
+    groups = []
+    for node in g.nodes:
+        if node.op_type != "Concat" or node.name in skip or not node.output \
+                or node.output[0] not in plan.activations:
+            continue
+        inputs = {x for x in node.input if x in plan.activations}
+        if inputs:
+            groups.append({node.output[0], *inputs})
+    return groups
+
+
+def low_precision(model: onnx.ModelProto) -> bool:
+    """Whether the model computes in float16/bfloat16 anywhere (weights, I/O or Casts):
+    then Q/DQ scales must take the activation's type (opset 19)."""
+    low = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    g = model.graph
+    return any(t.data_type in low for t in g.initializer) \
+        or any(v.type.tensor_type.elem_type in low for v in (*g.input, *g.output)) \
+        or any(n.op_type == "Cast" and any(a.name == "to" and a.i in low for a in n.attribute)
+               for n in g.node)
 
 
 def _merge_groups(groups: list[set[str]]) -> list[set[str]]:
@@ -172,6 +216,22 @@ class UniqueNames:
         return name
 
 
+def typed_scale(scale: np.ndarray, elem_type: int) -> np.ndarray:
+    """A float32 scale in the tensor's own type (TensorRT: an FP16/BF16 scale must match
+    its input). Rounded up, never down, so no value calibration saw gets clipped, and
+    floored at the type's smallest positive value so no scale is ever zero."""
+    if elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        return scale.astype(np.float32)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    tiny = np.asarray(np.finfo(np.float16).smallest_subnormal if elem_type == TensorProto.FLOAT16
+                      else 2.0 ** -133, dtype)
+    out = np.asarray(scale, np.float32).astype(dtype)
+    low = out.astype(np.float32) < scale
+    out[low] = np.nextafter(out[low], np.asarray(np.inf, dtype)) if elem_type == TensorProto.FLOAT16 \
+        else (out[low].astype(np.float32) * np.float32(1.0078125)).astype(dtype)
+    return np.maximum(out, tiny).astype(dtype)
+
+
 def _pair(names: UniqueNames, tensor: str, scale: np.ndarray, axis: int | None
           ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
     """Q -> DQ on `tensor` with its own scale and INT8 zero-point initializers."""
@@ -190,30 +250,43 @@ def _pair(names: UniqueNames, tensor: str, scale: np.ndarray, axis: int | None
 def insert_qdq(model: onnx.ModelProto, plan: QdqPlan, amaxes: dict[str, float], *,
                check: bool = True) -> onnx.ModelProto:
     """A copy of `model` with the plan's Q/DQ pairs; `check=False` when another pass follows
-    (the caller then ends with `ptq.graph.edit.finalize`)."""
+    (the caller then ends with `ptq.graph.edit.finalize`).
+
+    A weight computed from initializers (Identity/Transpose/Cast/Reshape chains) is
+    folded into a new initializer that the Q/DQ pair reads, as ModelOpt's constant
+    folding does: TensorRT wants a per-channel DQ rooted at a constant. The chain itself
+    stays for any other reader (e.g. the Gather of a tied embedding)."""
     out = copy_model(model)
-    g = GraphIndex.build(out.graph)
+    g = GraphIndex.of(out)
     names = UniqueNames(out)
     scales = activation_scales(plan, amaxes)
     after: dict[int, list[onnx.NodeProto]] = {}          # producer index (-1 = front) -> Q/DQ
     inits: list[onnx.TensorProto] = []
     rewire: dict[tuple[int, int], str] = {}
     for tensor, slots in plan.activations.items():
-        nodes, new_inits, dq_out = _pair(names, tensor, np.asarray(scales[tensor]), None)
+        scale = typed_scale(np.asarray(scales[tensor]), plan.dtypes.get(tensor, TensorProto.FLOAT))
+        nodes, new_inits, dq_out = _pair(names, tensor, scale, None)
         after.setdefault(g.producer.get(tensor, -1), []).extend(nodes)
         inits += new_inits
         rewire.update({slot: dq_out for slot in slots})
     done: dict[WeightQ, str] = {}
     for slot, wq in plan.weights.items():
         if wq not in done:
+            w = g.constant_array(wq.tensor)
             try:
-                scale = weight_scale(g.constant_array(wq.tensor), wq.axis)
+                scale = weight_scale(w, wq.axis)
             except ValueError as exc:
                 raise ModelLoadError(f"weight '{wq.tensor}' has {exc}",
                                      hint="fix or re-export the model weights") from None
-            nodes, new_inits, done[wq] = _pair(names, wq.tensor, scale, wq.axis)
-            after.setdefault(g.producer.get(wq.tensor, -1), []).extend(nodes)
+            scale = typed_scale(scale, onnx.helper.np_dtype_to_tensor_dtype(w.dtype))
+            source, where = wq.tensor, g.producer.get(wq.tensor, -1)
+            if not g.is_stored(wq.tensor):
+                source, where = names(f"{wq.tensor}_folded"), -1
+                inits.append(numpy_helper.from_array(w, source))
+            nodes, new_inits, done[wq] = _pair(names, source, scale, wq.axis)
+            after.setdefault(where, []).extend(nodes)
             inits += new_inits
+            del w
         rewire[slot] = done[wq]
     for (i, s), name in rewire.items():
         out.graph.node[i].input[s] = name

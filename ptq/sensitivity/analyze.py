@@ -24,8 +24,12 @@ from ptq.backends.ort import QDQ_FAITHFUL_LEVELS
 from ptq.errors import ConfigError
 from ptq.evaluate import run_model
 from ptq.graph.model import load_model, model_sha256
-from ptq.metrics import get_metric
-from ptq.quantization import Precision, QuantizeConfig, match_nodes, quantizable_nodes
+from ptq.datasets.preprocess import detect_layout
+from ptq.graph.model import graph_inputs
+from ptq.metrics import (NotApplicable, OutputSpec, compare_outputs, default_metrics, get_metric,
+                         output_specs)
+from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantizable_nodes,
+                              resolve_pins)
 from ptq.sensitivity.cache import ReferenceCache, reference_key
 from ptq.sensitivity.inputs import EvalData, Ranges, load_eval_data, load_ranges, require_labels
 from ptq.sensitivity.record import AutoResult, LayerResult, SensitivityResult
@@ -50,10 +54,13 @@ class AutoConfig:
 class SensitivityConfig:
     mode: Mode = Mode.LEAVE_ONE_OUT
     pin: Precision = Precision.FP16
-    metrics: tuple[Any, ...] = ("cosine", "top1")  # names, hooks "pkg.mod:fn", or Scorer objects
+    metrics: tuple[Any, ...] = ()                   # names, hooks "pkg.mod:fn", Scorers; () = auto:
+                                                    # cosine + top1 / map-iou box-f1 where they apply
     labels: bool = False                            # top1/top5 = accuracy against the labels
     decoder: str | None = None                      # detection decoder hook for map50 / map
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)  # .exclude: FP32 everywhere
+    fp16: tuple[str, ...] = ()                      # patterns pinned FP16 in every variant
+    outputs: tuple[tuple[str, OutputSpec], ...] = ()  # per-output kind overrides (--output)
     nodes: tuple[str, ...] = ()                     # patterns: analyse only these (default: all)
     eval_images: int | None = None
     calib_images: int | None = None                 # cap for on-the-fly calibration
@@ -87,16 +94,24 @@ class Analysis:
         self.mode, self.pin = Mode.parse(config.mode), parse_precision(config.pin)
         self.target = None if config.auto is None else parse_target(config.auto.target,
                                                                     labels=config.labels)
-        names = list(config.metrics) + ([self.target.metric] if self.target else [])
-        self.scorers = resolve_scorers(names, labels=config.labels, decoder=config.decoder)
-        self.by_name = {s.name: s for s in self.scorers}
         self.jobs = _jobs(config)
         self.engine = EngineSpec(Backend(config.backend), config.providers, config.optimization)
         self.engine.check()
         self.model = load_model(self.model_path)
+        inputs = graph_inputs(self.model)
+        self.layout = detect_layout(inputs[0].shape) if inputs else "NCHW"
+        self.overrides = dict(config.outputs)
+        self.auto_metrics = not config.metrics
+        names = list(config.metrics or ["cosine"]) + ([self.target.metric] if self.target else [])
+        self.scorers = self._resolve(names)
         self.op_types = {n.name: n.op_type for n in self.model.graph.node}
         self.sha256 = model_sha256(self.model_path)
         self.nodes = quantizable_nodes(self.model, config.quantize)
+        self.fixed = [Pin(n, Precision.FP16, f"--fp16 {p}") for p in config.fp16
+                      for n in match_nodes(self.model, [p])]
+        resolve_pins(self.model, self.fixed, config.quantize.exclude)  # --fp16/--fp32 overlap: error
+        fixed = {p.node for p in self.fixed}
+        self.nodes = [n for n in self.nodes if n not in fixed]
         if not self.nodes:
             raise ConfigError("the model has no quantizable node (nothing would get INT8)",
                               path=self.model_path,
@@ -111,10 +126,48 @@ class Analysis:
                                    self.eval.batches, self.reference, self.scorers,
                                    self.eval.meta, self.engine, self.sha256)
         t0 = time.perf_counter()
-        self.baseline = self.evaluator.evaluate(())
+        capture = _Capture()  # the baseline's outputs, for the per-output comparison
+        self.baseline = Evaluator(self.model, self.ranges.value, config.quantize, self.eval.batches,
+                                  self.reference, [*self.scorers, capture], self.eval.meta,
+                                  self.engine, self.sha256).evaluate(self.pins(()))
+        self.baseline = replace(self.baseline, metrics={k: v for k, v in self.baseline.metrics.items()
+                                                        if k != capture.name})
+        self.baseline_outputs = self._compare(capture.outputs)
         self.timing["baseline_s"] = time.perf_counter() - t0
         if not self.reference_cached:  # only once the inputs proved usable: no stray files
             ReferenceCache(config.cache_dir).store(self._reference_key, self.reference)
+
+    def _resolve(self, names: Sequence[Any]) -> list[Scorer]:
+        scorers = resolve_scorers(names, labels=self.config.labels, decoder=self.config.decoder,
+                                  layout=self.layout, overrides=self.overrides)
+        self.by_name = {s.name: s for s in scorers}
+        return scorers
+
+    def pins(self, variant: Sequence[Pin]) -> tuple[Pin, ...]:
+        """A variant's pins on top of the user's --fp16 pins (theirs win on a shared node)."""
+        fixed = {p.node for p in self.fixed}
+        return (*self.fixed, *(p for p in variant if p.node not in fixed))
+
+    def _check_metrics(self) -> None:
+        """Auto metrics: add what applies to the outputs (top1 on class axes, map-iou and
+        box-f1 on maps); named metrics that apply to no output fail here, before the baseline."""
+        specs = output_specs(self.reference, self.layout, self.overrides)
+        self.specs = specs
+        if self.auto_metrics:
+            extra = [m for m in default_metrics(specs) if m not in self.by_name]
+            self.scorers = self._resolve([*self.scorers, *extra])
+        for s in self.scorers:
+            if isinstance(s, BuiltinScorer) and not s.metric.needs_labels and \
+                    not any(s.metric.applies(spec) for spec in specs.values()):
+                raise NotApplicable(s.name, specs, self.reference)
+        # the metrics added above may need labels of a shape the data lacks
+        require_labels(self.eval.meta, [s.name for s in self.scorers if s.needs_labels], self.data)
+
+    def _compare(self, outputs: dict) -> dict:
+        names = [s.name for s in self.scorers if isinstance(s, BuiltinScorer)
+                 and not s.metric.needs_labels]
+        names = list(dict.fromkeys(["cosine", *names]))
+        return compare_outputs(self.reference, outputs, names, specs=self.specs).to_dict()
 
     def _targets(self, patterns: Sequence[str]) -> list[str]:
         """The quantizable nodes to make variants of (all, or those matching `patterns`)."""
@@ -155,6 +208,7 @@ class Analysis:
             self.reference = run_model(self.model, self.eval.batches,
                                        providers=self.config.providers, optimization="all")
         self.timing["reference_s"] = time.perf_counter() - t0
+        self._check_metrics()
         self.reference_metrics = self._reference_metrics()
 
     def _reference_metrics(self) -> dict[str, float]:
@@ -163,7 +217,8 @@ class Analysis:
         labels = self.eval.meta.labels
         classes = labels is not None and getattr(labels, "ndim", 0) == 1
         if classes and "top1-acc" not in self.by_name:
-            scorers.append(BuiltinScorer(get_metric("top1-acc")))
+            scorers.append(BuiltinScorer(get_metric("top1-acc"), self.layout,
+                                         tuple(self.overrides.items())))
         out = {}
         for s in scorers:
             try:
@@ -184,7 +239,7 @@ class Analysis:
     def rank(self, progress: Progress | None = None) -> list[LayerResult]:
         """Evaluate every variant of every mode; layers sorted by mode, then rank."""
         plan = [(mode, node) for mode in self.mode.single_modes for node in self.targets]
-        variants = [VARIANTS[mode](node, self.nodes, self.pin) for mode, node in plan]
+        variants = [self.pins(VARIANTS[mode](node, self.nodes, self.pin)) for mode, node in plan]
         evaluator = self.evaluator
         if self.jobs > 1:  # each of the parallel sessions gets its share of the cores
             threads = threads_per_job(self.jobs)
@@ -224,14 +279,14 @@ class Analysis:
                                 time_budget=a.time_budget, step_estimate=per_variant)
         t0 = time.perf_counter()
         while (pins := search.propose()) is not None:
-            search.update(self.evaluator.evaluate(pins).metrics)
+            search.update(self.evaluator.evaluate(self.pins(pins)).metrics)
             if progress:
                 progress(1)
         self.timing["auto_s"] = time.perf_counter() - t0
         result = AutoResult(target=str(self.target), met=search.met, pins=tuple(search.pins),
                             metrics=dict(search.current), steps=tuple(search.steps),
                             stopped_by=search.stopped_by or "exhausted")
-        return result, self.evaluator.build(search.pins)
+        return result, self.evaluator.build(self.pins(search.pins))
 
     def result(self, layers: Sequence[LayerResult], auto: AutoResult | None) -> SensitivityResult:
         return SensitivityResult(
@@ -239,7 +294,8 @@ class Analysis:
             ranges={"path": self.ranges.path, "model_sha256": self.ranges.model_sha256,
                     "algo": self.config.quantize.algo},
             settings=self._settings(), reference={"metrics": self.reference_metrics},
-            baseline={"metrics": dict(self.baseline.metrics)}, layers=tuple(layers), auto=auto,
+            baseline={"metrics": dict(self.baseline.metrics), "outputs": self.baseline_outputs},
+            layers=tuple(layers), auto=auto,
             timing=self._timing(), ptq_version=__version__)
 
     def _settings(self) -> dict:
@@ -256,6 +312,8 @@ class Analysis:
             "analysed_nodes": len(self.targets),
             "preprocessing": self.eval.description.get("preprocessing"),
             "reference_cached": self.reference_cached,
+            "fp16": list(c.fp16), "fp32": list(c.quantize.exclude),
+            "outputs": {n: s.describe() for n, s in self.specs.items()},
         }
         return json.loads(json.dumps(settings, default=str))  # JSON types (tuples -> lists)
 
@@ -267,6 +325,19 @@ class Analysis:
             timing[f"per_variant_{part}"] = sum(getattr(r, part) for r in self.runs) / n
         timing["total_s"] = time.perf_counter() - self.t_start
         return timing
+
+
+class _Capture:
+    """A scorer that keeps the candidate outputs it is shown (the baseline's) and scores 0."""
+
+    name, higher_is_better, needs_labels = "__outputs__", True, False
+
+    def __init__(self) -> None:
+        self.outputs: dict = {}
+
+    def score(self, ref, cand, meta) -> float:
+        self.outputs = cand
+        return 0.0
 
 
 def rank_layers(rows: Sequence[LayerResult], scorers: Sequence[Scorer],

@@ -18,7 +18,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ptq.errors import ConfigError
-from ptq.metrics import METRICS, Metric, get_metric
+from ptq.metrics import METRICS, Metric, OutputSpec, get_metric, output_specs
 from ptq.sensitivity.detection import DETECTION_METRICS, DetectionScorer
 from ptq.sensitivity.hooks import EvalMeta, HookScorer, checked_score, is_hook_spec
 
@@ -36,9 +36,15 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class BuiltinScorer:
-    """A `ptq.metrics` metric (worst output for multi-output models)."""
+    """A `ptq.metrics` metric: the worst of the outputs it applies to, each output read by
+    its `OutputSpec` (from its shape and `layout`, or the user's `overrides` by name)."""
 
     metric: Metric
+    layout: str = "NCHW"
+    overrides: tuple[tuple[str, OutputSpec], ...] = ()
+
+    def specs(self, ref: dict[str, np.ndarray]) -> dict[str, OutputSpec]:
+        return output_specs(ref, self.layout, dict(self.overrides))
 
     @property
     def name(self) -> str:
@@ -54,14 +60,16 @@ class BuiltinScorer:
 
     def score(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray],
               meta: EvalMeta) -> float:
-        return checked_score(self.name, self.metric.score(ref, cand, meta.labels))
+        return checked_score(self.name, self.metric.score(ref, cand, meta.labels,
+                                                          specs=self.specs(ref)))
 
 
 def canonical_name(name: str, *, labels: bool) -> str:
     return LABEL_ALIASES.get(name, name) if labels else name
 
 
-def resolve_scorer(name: str, *, labels: bool = False, decoder: str | None = None) -> Scorer:
+def resolve_scorer(name: str, *, labels: bool = False, decoder: str | None = None,
+                   layout: str = "NCHW", overrides: dict[str, OutputSpec] | None = None) -> Scorer:
     """One metric name (built-in, detection or PKG.MODULE:FUNCTION hook) -> its scorer."""
     name = canonical_name(name.strip(), labels=labels)
     if name in DETECTION_METRICS:
@@ -72,15 +80,17 @@ def resolve_scorer(name: str, *, labels: bool = False, decoder: str | None = Non
         raise ConfigError(f"unknown metric {name!r}; choose from "
                           f"{', '.join([*METRICS, *DETECTION_METRICS])} or give a hook as "
                           "PKG.MODULE:FUNCTION")
-    return BuiltinScorer(get_metric(name))
+    return BuiltinScorer(get_metric(name), layout, tuple((overrides or {}).items()))
 
 
 def resolve_scorers(names: Sequence[str | Scorer], *, labels: bool = False,
-                    decoder: str | None = None) -> list[Scorer]:
+                    decoder: str | None = None, layout: str = "NCHW",
+                    overrides: dict[str, OutputSpec] | None = None) -> list[Scorer]:
     """Scorers in the given order (the first ranks), duplicates dropped."""
     out: list[Scorer] = []
     for item in names:
-        scorer = resolve_scorer(item, labels=labels, decoder=decoder) if isinstance(item, str) else item
+        scorer = resolve_scorer(item, labels=labels, decoder=decoder, layout=layout,
+                                overrides=overrides) if isinstance(item, str) else item
         if scorer.name not in {s.name for s in out}:
             out.append(scorer)
     if not out:

@@ -31,9 +31,16 @@ def test_quantize_writes_model_commands_and_prints_accuracy(tmp_path: Path, digi
     assert "layers: 6 INT8, 2 FP16, 5 FP32" in text
     # default evaluation: the calibration images named in ranges.json, with its preprocessing;
     # percentile ranges are sound on this model (cosine 0.9999 all-INT8), pins only add FP16 rounding
+    # (cosine is pooled over every image's logits)
     assert "cosine 0.99" in text and "top-1 agreement" in text and "top-1 accuracy" in text
     commands = (tmp_path / "out" / "digits.int8.trtexec.txt").read_text()
-    assert f"trtexec --onnx={out} --saveEngine={out.with_suffix('.plan')} --noTF32" in commands
+    # the digits CNN's batch is dynamic: an optimization profile from the calibration batch
+    # (16x16 RGB, batch 1 up to the batch ranges.json records)
+    batch = CalibrationTable.load(digits_ranges).data["batch_size"]
+    shapes = (f"--minShapes=image:1x3x16x16 --optShapes=image:{batch}x3x16x16 --maxShapes=image:{batch}x3x16x16"
+              if batch > 1 else "--shapes=image:1x3x16x16")
+    assert f"trtexec --onnx={out} {shapes} --saveEngine={out.with_suffix('.plan')} --noTF32" in commands, \
+        commands
     # ptq calibrate wrote calib.percentile.cache beside ranges.json: the TRT <= 10 line uses it
     assert f"--int8 --calib={digits_ranges.parent / 'calib.percentile.cache'}" in commands
     assert "--layerPrecisions=conv2:fp16,relu2:fp16,fc:fp32" in commands

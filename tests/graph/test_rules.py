@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ptq.graph.model import load_model
-from ptq.graph.rules import DEFAULT_OP_TYPES, RULES, GraphIndex, residual_inputs
+from ptq.graph.rules import NOT_QUANTIZED, DEFAULT_OP_TYPES, RULES, GraphIndex, residual_inputs
 
 # ModelOpt's INT8 default op types (TENSORRT.md §3.6): the baseline each rule is judged against.
 MODELOPT_INT8_DEFAULT = {"Add", "AveragePool", "BatchNormalization", "Clip", "Conv", "ConvTranspose",
@@ -35,8 +35,13 @@ def test_default_set_is_modelopt_minus_the_fusing_ops() -> None:
     # BN, Clip and Mul follow a conv and fuse into it: quantizing their input would quantize a
     # weighted-op output, which TensorRT's placement guide says not to do. They stay opt-in.
     assert set(DEFAULT_OP_TYPES) == MODELOPT_INT8_DEFAULT - {"BatchNormalization", "Clip", "Mul"}
-    assert set(RULES) - set(DEFAULT_OP_TYPES) == {"BatchNormalization", "Clip", "Mul", "Concat"}
+    # Attention MatMuls (two activations) stay out of INT8 as in ModelOpt; Resize/Upsample are
+    # opt-in because TensorRT moves the consumer's Q above them anyway.
+    assert set(RULES) - set(DEFAULT_OP_TYPES) == {"BatchNormalization", "Clip", "Mul", "Concat",
+                                                  "AttentionMatMul", "Resize", "Upsample"}
     assert all(len(rule.reason) > 40 for rule in RULES.values())  # the README prints these
+    assert all(len(why) > 40 for why in NOT_QUANTIZED.values())
+    assert not set(NOT_QUANTIZED) & set(RULES)
 
 
 def test_weighted_ops_quantize_input_and_weight_never_bias(digits_model_path: Path) -> None:
