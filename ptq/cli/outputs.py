@@ -11,11 +11,10 @@ previous output as it was.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ptq.errors import ConfigError, PtqError
+from ptq.errors import ConfigError, OutputError
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -26,25 +25,20 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def check_writable(path: str | Path, flag: str) -> None:
-    """Refuse a destination that cannot hold a file, with the reason and a fix."""
+    """Refuse a destination that cannot hold a file, with the reason and a fix (the probe
+    itself is ptq.atomic.check_writable, shared with calibrate and quantize)."""
+    from ptq import atomic
+
     text = str(path)
     p = Path(text)
     if not text or text.endswith(("/", os.sep)) or p.is_dir():
-        raise ConfigError(f"{flag} names a folder, not a file", path=text,
+        raise OutputError(f"{flag} names a folder, not a file", path=text,
                           hint=f"give a file name inside it, e.g. {p / 'out'}")
-    ancestor = p.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"cannot write {flag}: {ancestor} is a file, not a folder", path=text,
-                          hint="choose a path inside a folder")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".ptq-probe-", dir=ancestor)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {flag} there ({exc.strerror or exc})", path=text,
-                          hint="choose a writable folder") from None
-    os.close(fd)
-    os.unlink(probe)
+        atomic.check_writable(p.parent)
+    except OutputError as exc:
+        raise OutputError(f"cannot write {flag} there: {exc.path}: {exc.message}", path=text,
+                          hint=f"give {flag} a path in a folder you can write to") from None
 
 
 def plan_outputs(outputs: dict[str, str | Path | None],
@@ -73,5 +67,7 @@ def write_outputs(writes: list[tuple[str, str | Path, Callable[[Path], object]]]
         try:
             writer(Path(path))
         except OSError as exc:
-            raise PtqError(f"could not write {flag} ({exc.strerror or exc})", path=path,
-                           hint="free disk space or choose another folder") from None
+            from ptq.atomic import output_error
+            err = output_error(exc, path)
+            raise OutputError(f"could not write {flag}: {err.message}", path=path,
+                              hint=err.hint.replace("-o", flag)) from None
