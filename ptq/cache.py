@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptq.atomic import write_text
+from ptq.atomic import finish_interrupted, write_text
 from ptq.errors import ConfigError, PtqError
 
 DEFAULT_TRT_VERSION = "10.16.0"  # the last TensorRT line (10.x) that still reads caches
@@ -30,15 +30,37 @@ _HEX = re.compile(r"^[0-9a-fA-F]{8}$")
 
 def version_int(version: str | int) -> int:
     """'10.3.0' -> 100300, '8.6.1' -> 8601; a header int (>= 1000) passes through, and a
-    bare major version means that release: '10' -> 100000 (not a 'TRT-10-' header)."""
-    if isinstance(version, int) or str(version).isdigit():
-        return int(version) if int(version) >= 1000 else version_int(f"{int(version)}.0.0")
-    parts = str(version).split(".")
-    try:
-        major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
-    except ValueError:
-        raise ConfigError(f"bad TensorRT version {version!r}", hint="use e.g. 10.3.0 or 8.6.1") from None
+    bare major version means that release: '10' -> 100000 (not a 'TRT-10-' header).
+
+    Validated so that the header always decodes back to the version (TENSORRT.md §1.3):
+    major 1..99; before 10.0 minor 0..9 (major*1000 + minor*100 + patch), patch 0..99; a
+    4th part (the build, 8.6.1.6) is not in the header and is ignored."""
+    bad = ConfigError(f"bad TensorRT version {str(version)!r}",
+                      hint="use e.g. 10.3.0, 8.6.1, 10 or a header number such as 100300")
+    text = str(version).strip()
+    if text.isdigit() and text.isascii():
+        value = int(text)
+        if value < 1000:
+            if not 1 <= value <= 99:
+                raise bad
+            return value * (10000 if value >= 10 else 1000)
+        major = value // 10000 if value >= 100000 else value // 1000
+        if not (1 <= major <= 99) or value >= 1_000_000:
+            raise bad
+        return value
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4 or not all(p.isdigit() and p.isascii() for p in parts):
+        raise bad
+    major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
+    if not (1 <= major <= 99 and minor <= (99 if major >= 10 else 9) and patch <= 99):
+        raise bad
     return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def version_major(version: str | int) -> int:
+    """The major release of a (validated) TensorRT version: '8.6.1' -> 8, '100300' -> 10."""
+    value = version_int(version)
+    return value // 10000 if value >= 100000 else value // 1000
 
 
 def scale_to_hex(amax: float) -> str:
@@ -104,6 +126,7 @@ def parse_cache(text: str, origin: str = "<cache>") -> CalibrationCache:
 
 def read_cache(path: str | Path) -> CalibrationCache:
     path = Path(path)
+    finish_interrupted(path.parent)  # a set switch killed half-way is completed first
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

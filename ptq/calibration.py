@@ -7,26 +7,39 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import onnx
 
+from ptq.backends.ort import default_threads
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
 from ptq.calibrators import (AMAX_FLOOR, DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax,
                              explain_auto)
 from ptq.collect import (ACTIVATION_BUDGET_BYTES, Statistics, activation_bytes_per_sample,
-                         auto_batch_size, collect_statistics)
+                         auto_batch_size, collect_statistics, planned_device)
 from ptq.datasets import fixed_batch, make_preprocess, open_data
-from ptq.errors import CalibrationError, DataError
+from ptq.errors import CalibrationError, ConfigError, DataError
 from ptq.graph.model import activations_after_input, float_inputs, graph_inputs, load_model, model_sha256
 from ptq.histogram import DEFAULT_NUM_BINS
-from ptq.atomic import write_text
+from ptq.atomic import encode_text, replace_set
 from ptq.table import CalibrationTable, TensorRange
 from ptq.version import __version__
 
 log = logging.getLogger(__name__)
+
+
+# num_bins bounds: the entropy search starts at 128 bins (TensorRT's INT8 levels); above
+# 65536 a histogram (which may grow 16x per tensor) and the searches stop being cheap
+MIN_NUM_BINS, MAX_NUM_BINS = 128, 65536
+
+
+def check_num_bins(num_bins: int) -> None:
+    if not MIN_NUM_BINS <= num_bins <= MAX_NUM_BINS:
+        raise ConfigError(f"--num-bins must be in {MIN_NUM_BINS}..{MAX_NUM_BINS}, got {num_bins}",
+                          hint=f"the default {DEFAULT_NUM_BINS} is what TensorRT uses")
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ class CalibrateConfig:
     batch_size: int | None = None   # None: fit ~128 MB of activations per batch (collect.py)
     max_images: int | None = None
     providers: str = "auto"
+    stats_device: str = "auto"      # "cuda": histograms on the GPU (needs the CUDA EP + torch)
     seed: int = 0
     strict: bool = False
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
@@ -95,6 +109,7 @@ def probe_batch_size(proto: onnx.ModelProto, acts: list, source: Any, providers:
 def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateConfig(), *,
               progress: Callable[[int], None] | None = None) -> CalibrationTable:
     """Calibrate `model` on `data` (image folder, .npy/.npz, or an iterable of arrays/dicts)."""
+    check_num_bins(config.num_bins)
     model_path = Path(model)
     proto = load_model(model_path)
     source = open_model_data(model_path, proto, data, config)
@@ -104,13 +119,14 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
     if requested is None and fixed is None and activation_bytes_per_sample(acts) is None \
             and isinstance(data, (str, Path)):
         requested = probe_batch_size(proto, acts, source, config.providers)
-    batch_size = auto_batch_size(acts, fixed, requested)
+    batch_size = auto_batch_size(acts, fixed, requested,
+                                 planned_device(config.providers, config.stats_device))
     if progress is not None and hasattr(progress, "set_total") and hasattr(source, "__len__"):
         progress.set_total(len(source))  # the CLI's bar learns its total here
     try:
         stats = collect_statistics(proto, source.batches(batch_size), num_bins=config.num_bins,
                                    providers=config.providers, fixed_batch=fixed, acts=acts,
-                                   progress=progress)
+                                   progress=progress, device=config.stats_device)
     except CalibrationError as exc:  # raised per tensor; name the model it belongs to
         exc.path = exc.path or str(model_path)
         raise
@@ -130,15 +146,33 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
                   "inputs": [i.to_dict() for i in graph_inputs(proto)],
                   "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)}
     settings = {"algorithms": [m.value for m in config.algorithms], "num_bins": config.num_bins,
-                **config.settings.to_dict(), "providers": config.providers}
+                **config.settings.to_dict(), "providers": config.providers,
+                "provider_used": stats.provider, "statistics_device": stats.device,
+                "histogram_kernel": stats.kernel}
     return build_table(stats, config, model_meta, data_meta, settings)
 
 
 def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, data_meta: dict,
                 settings: dict) -> CalibrationTable:
+    def amaxes(st) -> tuple[list[tuple[float, bool]], dict | None]:
+        counts, width = st.histogram.finalized()
+        lo, hi = (st.min, st.max) if st.count else (0.0, 0.0)
+        out = {m: compute_amax(m, counts, width, lo, hi, config.settings)
+               for m in config.algorithms if m is not Method.AUTO}
+        choice = None
+        if Method.AUTO in config.algorithms:  # the choice and its reason, for the report
+            choice = explain_auto(counts, width, lo, hi, config.settings,
+                                  known={m.value: v for m, (v, _) in out.items()})
+            value = choice.pop("amax")
+            out[Method.AUTO] = (value, False) if value > AMAX_FLOOR else (AMAX_FLOOR, True)
+        return [out[m] for m in config.algorithms], choice
+
+    # Pure functions of each histogram: one task per tensor on every core (numpy releases
+    # the GIL in the mse/entropy sweeps).
+    with ThreadPoolExecutor(default_threads(), thread_name_prefix="ptq-amax") as pool:
+        results = dict(zip(stats.tensors, pool.map(amaxes, stats.tensors.values())))
     tensors = {}
     for name, st in stats.tensors.items():
-        counts, width = st.histogram.finalized()
         lo, hi = (st.min, st.max) if st.count else (0.0, 0.0)
         flags = []
         if st.count == 0:
@@ -146,21 +180,12 @@ def build_table(stats: Statistics, config: CalibrateConfig, model_meta: dict, da
         elif lo == 0.0 and hi == 0.0:
             flags.append("all_zero")
         amax = {}
-        for method in config.algorithms:
-            if method is not Method.AUTO:
-                amax[method.value], floored = compute_amax(method, counts, width, lo, hi,
-                                                           config.settings)
-                if floored:
-                    flags.append(f"floored:{method.value}")
-        choice, mean = None, None
-        if Method.AUTO in config.algorithms:  # the choice and its reason, for the report
-            choice = explain_auto(counts, width, lo, hi, config.settings, known=amax)
-            amax["auto"] = choice.pop("amax")
-            if not amax["auto"] > AMAX_FLOOR:  # as compute_amax: never a zero scale
-                amax["auto"] = AMAX_FLOOR
-                flags.append("floored:auto")
-            amax = {m.value: amax[m.value] for m in config.algorithms}
-            mean = getattr(st, "channel_mean", None)
+        choice = results[name][1]
+        for method, (value, floored) in zip(config.algorithms, results[name][0]):
+            amax[method.value] = value
+            if floored:
+                flags.append(f"floored:{method.value}")
+        mean = getattr(st, "channel_mean", None) if choice is not None else None
         act = st.activation
         shape = list(act.info.shape) if act.info.shape is not None else (
             [None, *st.sample_shape] if st.sample_shape is not None else None)
@@ -178,20 +203,24 @@ def cache_header(method: Method | str) -> str:
     return MINMAX_HEADER if Method(method) is Method.MINMAX else ENTROPY_HEADER
 
 
+def is_calibration_output(name: str) -> bool:
+    """The files one `ptq calibrate` run owns in its output folder (replaced as a set)."""
+    return name == "ranges.json" or (name.startswith("calib.") and name.endswith(".cache"))
+
+
 def write_outputs(table: CalibrationTable, outdir: str | Path, *,
                   trt_version: str = DEFAULT_TRT_VERSION,
                   header: str | None = None) -> dict[str, Path]:
-    """ranges.json and one calib.<algo>.cache per algorithm; everything is rendered before
-    the first byte is written, so a bad value leaves no partial set of files."""
-    outdir = Path(outdir)
+    """ranges.json and one calib.<algo>.cache per algorithm, rendered first, then switched
+    in as one set (ptq.atomic.replace_set): after a failure or an interruption the folder
+    holds the whole old set or the whole new one; caches of algorithms this run did not
+    compute are removed in the same switch so none is left beside ranges it does not match."""
     texts = {"ranges.json": table.to_json()}
     for method in table.methods:
         texts[f"calib.{method}.cache"] = render_cache(
             table.amaxes(method), header=header or cache_header(method), trt_version=trt_version)
-    written = {}
-    for fname, text in texts.items():
-        written[fname] = write_text(outdir / fname, text)
-    return written
+    return replace_set(outdir, {name: encode_text(text) for name, text in texts.items()},
+                       owned=is_calibration_output)
 
 
 def disagreement(table: CalibrationTable, top: int = 10) -> list[tuple[str, float, dict[str, float]]]:

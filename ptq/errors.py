@@ -49,6 +49,10 @@ class ConfigError(PtqError):
     """Contradictory or invalid options, unknown names or patterns."""
 
 
+class OutputError(PtqError):
+    """An output cannot be written: read-only or missing folder, a file in the way, full disk."""
+
+
 class BackendUnavailable(PtqError):
     """An optional backend (TensorRT, CUDA) is not installed or has no device."""
 

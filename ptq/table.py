@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptq.atomic import write_text
+from ptq.atomic import finish_interrupted, write_text
 from ptq.calibrators import Method
 from ptq.errors import ConfigError, PtqError
 from ptq.histogram import Histogram
@@ -126,6 +126,8 @@ class CalibrationTable:
             bad = {k: v for k, v in t.amax.items() if not (math.isfinite(v) and v > 0)}
             if bad:
                 raise ValueError(f"tensor '{t.name}' has invalid amax {bad}")
+            if not (math.isfinite(t.min) and math.isfinite(t.max) and t.min <= t.max):
+                raise ValueError(f"tensor '{t.name}' has invalid min/max {t.min}/{t.max}")
         return cls(tensors={t.name: t for t in tensors}, model=d["model"], data=d["data"],
                    settings=d["settings"], ptq_version=d.get("ptq_version", ""))
 
@@ -145,6 +147,7 @@ class CalibrationTable:
     @classmethod
     def load(cls, path: str | Path) -> CalibrationTable:
         path = Path(path)
+        finish_interrupted(path.parent)  # a set switch killed half-way is completed first
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except FileNotFoundError:

@@ -19,6 +19,7 @@ from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import IterableData
 from ptq.errors import CalibrationError
 from ptq.graph.model import Activation, TensorInfo, activations, graph_inputs, load_model
+from ptq import kernels
 from ptq.histogram import MAX_GROWTH
 from zoo import DIGITS_NODES, digits_arrays, read_image_folder
 
@@ -103,6 +104,7 @@ def test_only_accumulators_are_kept(stats: Statistics) -> None:
 
 def test_peak_memory_does_not_grow_with_the_number_of_images(digits: onnx.ModelProto) -> None:
     x, _ = digits_arrays("calib")
+    kernels.kernel_name(wait=True)  # numba's one-time loading (a background thread) is not per image
 
     def peak(batches: int) -> int:
         def reader():

@@ -1,6 +1,7 @@
 """ONNX Runtime runner (CPU by default; CUDA when the GPU build and a device are present)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,15 @@ OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+log = logging.getLogger(__name__)
+
+# cuDNN picks convolution algorithms by heuristic instead of timing every candidate on the
+# first run of each session (EXHAUSTIVE, ORT's default, costs seconds per new session, which
+# sensitivity pays once per variant; heuristic choices are also the same from run to run).
+# TF32 off: ORT's CUDA EP enables it by default, which rounds FP32 convolutions and GEMMs
+# to a 10-bit mantissa (~1e-3 relative) - not the FP32 reference ptq measures against.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
+
 # Levels at which ONNX Runtime computes exactly the ONNX Q/DQ semantics on a QDQ model. From
 # `basic` up, its WeightBiasQuantization transformer turns a float bias fed by a DQ'd conv into
 # INT32 (TensorRT keeps it float: EfficientNet-Lite0 logits moved by up to 0.28); with it off,
@@ -56,6 +66,7 @@ class OrtRunner:
                  session_config: dict[str, str] | None = None) -> None:
         self._model = model
         self._session_config = dict(session_config or {})
+        self._explicit = providers not in (None, "auto", ["auto"])
         self._providers = resolve_providers(providers)
         self._optimization = OPT_LEVELS[optimization]
         self._disabled = _DISABLED_OPTIMIZERS.get(optimization, [])
@@ -80,9 +91,14 @@ class OrtRunner:
                 opts.add_session_config_entry(key, value)
         elif isinstance(source, Path):
             source = str(source)
+        cuda = "CUDAExecutionProvider" in self._providers
+        if cuda:
+            _preload_cuda_libraries()
+        options = [CUDA_OPTIONS if p == "CUDAExecutionProvider" else {} for p in self._providers]
         try:
             extra = {"disabled_optimizers": self._disabled} if self._disabled else {}
-            self._session = ort.InferenceSession(source, opts, providers=self._providers, **extra)
+            self._session = ort.InferenceSession(source, opts, providers=self._providers,
+                                                 provider_options=options, **extra)
         except Exception as exc:
             raise PtqError(f"ONNX Runtime cannot load the model: {exception_line(exc, last=True)}",
                            path=source if isinstance(source, str) else None,
@@ -91,7 +107,23 @@ class OrtRunner:
         finally:
             if staged is not None:
                 staged.close()                 # the session holds the weights now
+        self._check_fallback()
         return self
+
+    def _check_fallback(self) -> None:
+        """ORT creates a CPU session when the CUDA libraries fail to load, with only a log
+        line: compare what ran with what was asked, fail an explicit request, warn on auto."""
+        wanted, active = self._providers[0], self.session.get_providers()[0]
+        if wanted == active:
+            return
+        message = (f"{wanted} could not be used (its libraries did not load) and ONNX Runtime "
+                   f"fell back to {active}")
+        if self._explicit:
+            self._session = None
+            raise ConfigError(message, hint="install the CUDA/cuDNN libraries this onnxruntime-gpu "
+                                            "was built for (pip install 'onnxruntime-gpu[cuda,cudnn]'), "
+                                            "or pass --providers cpu")
+        log.warning("%s; running on %s", message, active)
 
     def __exit__(self, *exc: object) -> None:
         self._session = None
@@ -104,7 +136,18 @@ class OrtRunner:
 
     @property
     def providers(self) -> list[str]:
+        """The providers the session actually has (after any silent fallback)."""
         return self.session.get_providers()
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the model (the first one ORT kept)."""
+        return self.session.get_providers()[0]
+
+    @property
+    def device_id(self) -> int:
+        options = self.session.get_provider_options().get("CUDAExecutionProvider", {})
+        return int(options.get("device_id", 0))
 
     def input_metadata(self) -> list[TensorInfo]:
         return [_meta(i) for i in self.session.get_inputs()]
@@ -132,6 +175,22 @@ _ORT_TYPES = {"tensor(float)": onnx.TensorProto.FLOAT, "tensor(float16)": onnx.T
 def _meta(node_arg: ort.NodeArg) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) else (d or None) for d in node_arg.shape)
     return TensorInfo(node_arg.name, _ORT_TYPES.get(node_arg.type, onnx.TensorProto.UNDEFINED), shape)
+
+
+_PRELOADED = False
+
+
+def _preload_cuda_libraries() -> None:
+    """onnxruntime-gpu >= 1.21 finds CUDA/cuDNN from the nvidia-* pip packages (or torch's)
+    only when asked; without it a pip-only install silently falls back to CPU."""
+    global _PRELOADED
+    if _PRELOADED or not hasattr(ort, "preload_dlls"):
+        return
+    _PRELOADED = True
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # the fallback check reports what happens next
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
 def default_threads() -> int:

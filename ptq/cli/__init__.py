@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from typing import NamedTuple
 
 from ptq.errors import PtqError
@@ -85,6 +86,16 @@ def setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="ptq: %(levelname)s: %(message)s", force=True)
 
 
+def one_line_warnings(prog: str) -> None:
+    """Python warnings (from numpy, Pillow, onnx...) as one `<prog>: warning:` line each,
+    like ptq's own messages, instead of the two-line file:line + source format."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        print(f"{prog}: warning: {text} ({category.__name__})", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -99,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ptq: error: '{args.command}' is not available in this installation", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
+    one_line_warnings(f"ptq {args.command}")
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as its bytes
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         return int(args.run(args) or EXIT_OK)
     except PtqError as exc:

@@ -32,7 +32,7 @@ examples:
 def _shapes(text: str) -> dict[str, tuple[int, ...]]:
     out = {}
     for part in filter(None, text.split(",")):
-        name, sep, dims = part.rpartition(":")
+        name, sep, dims = part.strip().rpartition(":")
         try:
             shape = tuple(int(d) for d in dims.split("x"))
         except ValueError:
@@ -40,6 +40,8 @@ def _shapes(text: str) -> dict[str, tuple[int, ...]]:
         if not sep or not name or not shape or min(shape) <= 0:
             raise argparse.ArgumentTypeError(f"expected name:AxBxC[,name2:...] as trtexec's "
                                              f"--shapes, got {part!r}")
+        if name in out:
+            raise argparse.ArgumentTypeError(f"input {name!r} is given twice in {text!r}")
         out[name] = shape
     return out
 
@@ -79,26 +81,53 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from ptq.cli.common import positive
+# Beyond these a value is a typo, not a benchmark: a day of timing, an hour of warm-up, a
+# million queries (whose per-query records alone take ~100 MB), more threads than any host.
+MAX_DURATION_S, MAX_WARMUP_MS, MAX_ITERATIONS, MAX_THREADS = 86400.0, 3_600_000.0, 1_000_000, 1024
+
+
+def _check_timing(args: argparse.Namespace) -> None:
+    import math
+
     from ptq.errors import ConfigError
+
+    where = (args.models or args.engine or args.parse or args.times)[0]
+    for flag, value, top in (("--duration-s", args.duration_s, MAX_DURATION_S),
+                             ("--warmup-ms", args.warmup_ms, MAX_WARMUP_MS)):
+        if not math.isfinite(value) or value < 0 or value > top:
+            raise ConfigError(f"{flag} must be between 0 and {top:g}, got {value:g}", path=where,
+                              hint=f"e.g. {flag} {3 if flag == '--duration-s' else 200}")
+    if not 1 <= args.iterations <= MAX_ITERATIONS:
+        raise ConfigError(f"--iterations must be between 1 and {MAX_ITERATIONS}, got "
+                          f"{args.iterations}", path=where, hint="e.g. --iterations 10")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}",
+                          path=where, hint="leave it out for ONNX Runtime's choice")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ptq.cli.outputs import plan_outputs, write_outputs
     from ptq.perf import BenchConfig, parse_log, parse_times
     from ptq.perf.stats import render
 
     if not (args.models or args.engine or args.parse or args.times):
-        raise ConfigError("nothing to benchmark", hint="give MODEL.onnx, --engine, --parse or "
-                                                       "--times")
-    positive("iterations", args.iterations)
-    if args.duration_s < 0 or args.warmup_ms < 0:
-        raise ConfigError("--duration-s and --warmup-ms must be >= 0")
+        print("ptq bench: error: nothing to benchmark (fix: give MODEL.onnx, --engine PLAN, "
+              "--parse LOG or --times JSON)", file=sys.stderr)
+        return 2
+    _check_timing(args)
+    plan_outputs({"--json": args.json}, [*args.models, *args.engine, *args.parse, *args.times])
     config = BenchConfig(args.warmup_ms, args.duration_s, args.iterations, args.shapes)
     results = [parse_log(p) for p in args.parse]
     results += [parse_times(p, warmup_ms=args.warmup_ms) for p in args.times]
+    for plan in args.engine:
+        _check_plan(plan)
     if args.models:
-        from ptq.graph.model import load_model
-        from ptq.perf.ort import bench_ort
-        for m in args.models:
-            load_model(m, load_weights=False)          # one-line error for a bad file
+        from ptq.graph.model import graph_inputs, load_model
+        from ptq.perf.ort import bench_ort, resolve_shapes
+        for m in args.models:                   # every model checked before any is timed
+            resolve_shapes(graph_inputs(load_model(m, load_weights=False)), args.shapes, m)
         for m in args.models:
             if args.quiet == 0:
                 print(f"timing {m} ({args.backend}, {args.duration_s:g} s)...", flush=True)
@@ -109,15 +138,34 @@ def run(args: argparse.Namespace) -> int:
     _dedupe_labels(results)
     if args.json:
         from ptq.atomic import write_json
-        write_json(args.json, {"config": config.__dict__ | {"shapes": {
+        payload = {"config": config.__dict__ | {"shapes": {
             k: list(v) for k, v in config.shapes.items()}},
-            "results": [r.to_dict() for r in results]})
+            "results": [r.to_dict() for r in results]}
+        write_outputs([("--json", args.json, lambda p: write_json(p, payload))])
     if args.quiet == 0:
         print(render(results, args.stat))
         for r in results:
             for note in r.notes:
                 print(f"  {r.label}: {note}")
     return 0
+
+
+def _check_plan(plan: str) -> None:
+    from pathlib import Path
+
+    from ptq.errors import DataError
+
+    p = Path(plan)
+    if not p.is_file():
+        raise DataError("engine file not found" if not p.is_dir() else "is a folder, not an "
+                        "engine file", path=plan, hint="pass the file of trtexec --saveEngine")
+    if not p.stat().st_size:
+        raise DataError("the engine file is empty", path=plan,
+                        hint="rebuild it with trtexec --saveEngine")
+    if p.suffix.lower() == ".onnx":
+        raise DataError("an .onnx file is a model, not a TensorRT engine", path=plan,
+                        hint="pass it as MODEL.onnx (no --engine), or build an engine with "
+                             "trtexec --onnx=... --saveEngine=...")
 
 
 def _bench_engine(plan: str, config):

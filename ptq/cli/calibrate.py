@@ -5,12 +5,15 @@ import argparse
 import time
 from pathlib import Path
 
+from ptq.atomic import check_writable
 from ptq.cache import DEFAULT_TRT_VERSION, ENTROPY_HEADER, MINMAX_HEADER, version_int
-from ptq.calibration import CalibrateConfig, calibrate, disagreement, write_outputs
+from ptq.calibration import (MAX_NUM_BINS, MIN_NUM_BINS, CalibrateConfig, calibrate,
+                             check_num_bins, disagreement, write_outputs)
 from ptq.calibrators import DEFAULT_METHOD, AlgorithmSettings, Method
 from ptq.cli.common import (add_data_args, add_runtime_args, default_outdir, new_parser,
                             positive, preprocess_options, progress_bar)
 from ptq.errors import ConfigError
+from ptq.histogram import DEFAULT_NUM_BINS
 
 DESCRIPTION = """\
 Run the FP32 model in ONNX Runtime over calibration data, stream every float
@@ -57,8 +60,9 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                         f"default: {DEFAULT_METHOD.value})")
     g.add_argument("--percentile", type=float, default=AlgorithmSettings().percentile,
                    help="percentile for --algo percentile (default: %(default)s)")
-    g.add_argument("--num-bins", type=int, default=2048,
-                   help="histogram bins over a power-of-two range (default: %(default)s)")
+    g.add_argument("--num-bins", type=int, default=DEFAULT_NUM_BINS,
+                   help=f"histogram bins over a power-of-two range, {MIN_NUM_BINS}..{MAX_NUM_BINS} "
+                        "(default: %(default)s)")
     add_runtime_args(p)
     g = p.add_argument_group("output")
     g.add_argument("-o", "--outdir", default=None,
@@ -87,8 +91,9 @@ def parse_algorithms(names: list[str]) -> tuple[Method, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag in ("batch_size", "max_images", "num_bins"):
+    for flag in ("batch_size", "max_images"):
         positive(flag.replace("_", "-"), getattr(args, flag))
+    check_num_bins(args.num_bins)
     if not 0 < args.percentile <= 100:
         raise ConfigError(f"--percentile must be in (0, 100], got {args.percentile}")
     config = CalibrateConfig(
@@ -100,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if outdir.exists() and not outdir.is_dir():  # checked before the (long) statistics pass
         raise ConfigError("the output folder is an existing file", path=outdir,
                           hint="pass -o a folder (it is created if missing)")
+    check_writable(outdir)  # read-only, under a file: fail now, not after the pass
     version_int(args.trt_version)  # a bad --trt-version fails now, not after calibrating
     start = time.perf_counter()
     with progress_bar(args, None, "calibrating") as update:
@@ -115,7 +121,8 @@ def print_summary(table, written, seconds: float) -> None:
     d = table.data
     flagged = {n: t.flags for n, t in table.tensors.items() if t.flags}
     print(f"calibrated {len(table.tensors)} tensors on {d['num_samples']} samples "
-          f"(batch {d['batch_size']}, {len(d['skipped'])} skipped) in {seconds:.1f} s")
+          f"(batch {d['batch_size']}, {len(d['skipped'])} skipped) in {seconds:.1f} s"
+          + _where(table.settings))
     for name, path in written.items():
         print(f"  wrote {path}")
     if flagged:
@@ -129,3 +136,13 @@ def print_summary(table, written, seconds: float) -> None:
         print("    " + f"{'tensor':40s} {'ratio':>6s} " + " ".join(f"{m:>10s}" for m in methods))
         for name, ratio, amax in rows:
             print(f"    {name[:40]:40s} {ratio:6.2f} " + " ".join(f"{amax[m]:10.4g}" for m in methods))
+
+
+def _where(settings: dict) -> str:
+    """Which execution provider actually ran (ORT may have fallen back) and where the
+    histograms were computed."""
+    used = settings.get("provider_used")
+    if not used:
+        return ""
+    device = " (statistics on the GPU)" if settings.get("statistics_device") == "cuda" else ""
+    return f" on {used}{device}"

@@ -64,7 +64,9 @@ def add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", default="auto", metavar="LIST",
                    help="ONNX Runtime execution providers: auto (CUDA if available, else CPU), "
-                        "cpu, cuda, or full provider names, comma separated (default: auto)")
+                        "cpu, cuda, or full provider names, comma separated (default: auto). "
+                        "The EP that actually ran is reported: ORT falls back to CPU when the "
+                        "CUDA libraries do not load (an error with 'cuda', a warning with auto)")
 
 
 def preprocess_options(args: argparse.Namespace) -> PreprocessOptions:

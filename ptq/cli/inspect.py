@@ -46,19 +46,30 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptq.atomic import write_json, write_text
+    from ptq.cli.outputs import plan_outputs, write_outputs
     from ptq.engine.report import inspect_engine, render_text
+    from ptq.errors import ConfigError
 
+    if args.compare_profile and not args.compare:
+        raise ConfigError("--compare-profile needs --compare (the second engine's layer JSON)",
+                          path=args.compare_profile, hint="add --compare OTHER.graph.json")
+    plan_outputs({"--json": args.json, "--svg": args.svg},
+                 [args.engine, args.profile, args.onnx, args.compare, args.compare_profile])
     result = inspect_engine(args.engine, profile=args.profile, onnx_path=args.onnx,
                             compare=args.compare, compare_profile=args.compare_profile)
+    text = render_text(result, top=args.top)
+    writes = []                            # everything is computed before anything is written
     if args.json:
-        from ptq.atomic import write_json
-        write_json(args.json, result.to_dict())
+        payload = result.to_dict()
+        writes.append(("--json", args.json, lambda p: write_json(p, payload)))
     if args.svg:
-        from ptq.atomic import write_text
         from ptq.engine.draw import engine_svg
-        write_text(args.svg, engine_svg(result.engine))
+        svg = engine_svg(result.engine)
+        writes.append(("--svg", args.svg, lambda p: write_text(p, svg)))
+    write_outputs(writes)
     if args.quiet == 0:
-        print(render_text(result, top=args.top))
+        print(text)
         for out in (args.json, args.svg):
             if out:
                 print(f"wrote {Path(out)}")

@@ -19,8 +19,9 @@ Each finding names the nodes, the rule, why TensorRT cares and the expected effe
   unquantized-pooling        pooling left in float after an INT8 producer
   concat-scale-mismatch      Concat inputs with different scales (or some not quantized)
   reformat-pair              DQ -> op without an INT8 kernel -> Q (two reformat layers)
-  qdq-no-zero-point / qdq-no-axis / qdq-uint8 / qdq-nonzero-zero-point
+  qdq-no-zero-point / qdq-no-axis / qdq-uint8 / qdq-nonzero-zero-point / qdq-unsupported-type
                              attributes that TensorRT and ONNX read differently, or refuses
+  not-quantized              no Q/DQ at all (the FP32 model was passed?)
   unsupported-quant-op       QLinearConv & co. (operator format: TensorRT needs Q/DQ)
   cast-in-epilogue           a precision Cast between a conv and its activation
   cast-island                one op alone in FP16/FP32 between Cast pairs
@@ -78,28 +79,57 @@ def render(result, fixed: set[int] | None = None) -> str:
                 state = "fixable with --fix"
             else:
                 state = f"manual: {f.fix_note}" if f.fix_note else ""
-            out += textwrap.wrap(f"- {f.message} [{', '.join(f.nodes[:6])}"
-                                 f"{' ...' if len(f.nodes) > 6 else ''}]"
+            nodes = f" [{', '.join(f.nodes[:6])}{' ...' if len(f.nodes) > 6 else ''}]" \
+                if f.nodes else ""
+            out += textwrap.wrap(f"- {f.message}{nodes}"
                                  + (f" -> {state}" if state else ""), 96,
                                  initial_indent="  ", subsequent_indent="      ")
     return "\n".join(out)
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_options(args: argparse.Namespace) -> None:
+    """Contradictory or meaningless options fail before any work, naming the model."""
+    from ptq.cli.outputs import plan_outputs
     from ptq.errors import ConfigError
+
+    model = args.model
+    if args.fix and not args.output:
+        raise ConfigError("--fix needs -o OUT.onnx", path=model,
+                          hint="ptq lint M.onnx --fix -o fixed.onnx")
+    if args.output and not args.fix:
+        raise ConfigError("-o is only used with --fix", path=model, hint="add --fix")
+    if (args.data or args.fp32) and not args.fix:
+        raise ConfigError(f"{'--data' if args.data else '--fp32'} is only used with --fix (it "
+                          "checks the fixed model's accuracy)", path=model,
+                          hint="add --fix -o fixed.onnx, or drop the option")
+    if args.fp32 and not args.data:
+        raise ConfigError("--fp32 needs --data (the images both models are run on)",
+                          path=args.fp32, hint="add --data images/")
+    for flag, value in (("--batch-size", args.batch_size), ("--max-images", args.max_images)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be positive, got {value}", path=args.data or model,
+                              hint=f"leave {flag} out for the default")
+    inputs = [model, args.fp32]
+    if args.output:
+        out = Path(args.output)
+        if out.resolve() == Path(model).resolve() or (out.exists() and Path(model).exists()
+                                                      and out.samefile(model)):
+            raise ConfigError("-o must differ from the input model", path=args.output,
+                              hint="write the fixed model to a new file")
+    plan_outputs({"-o": args.output, "--json": args.json}, inputs)
+
+
+def run(args: argparse.Namespace) -> int:
     from ptq.lint import fix_model, lint_model
 
-    if args.fix and not args.output:
-        raise ConfigError("--fix needs -o OUT.onnx", hint="ptq lint M.onnx --fix -o fixed.onnx")
-    if args.output and not args.fix:
-        raise ConfigError("-o is only used with --fix", hint="add --fix")
-    if args.fix and Path(args.output).resolve() == Path(args.model).resolve():
-        raise ConfigError("-o must differ from the input model", hint="write a new file")
+    _check_options(args)
     if not args.fix:
         result = lint_model(args.model)
         if args.json:
             from ptq.atomic import write_json
-            write_json(args.json, result.to_dict())
+            from ptq.cli.outputs import write_outputs
+            payload = result.to_dict()
+            write_outputs([("--json", args.json, lambda p: write_json(p, payload))])
         if args.quiet == 0:
             print(render(result))
         return 0
@@ -108,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_fix(args: argparse.Namespace, fix_model) -> int:
     from ptq.atomic import write_json
+    from ptq.cli.outputs import write_outputs
     from ptq.quantization import save_model
 
     fixed, before, done = fix_model(args.model)
@@ -116,10 +147,12 @@ def _run_fix(args: argparse.Namespace, fix_model) -> int:
     verification = None
     if args.data:
         verification = _verify(args, fixed)
-    save_model(fixed, args.output)
+    writes = [("-o", args.output, lambda p: save_model(fixed, p))]
     if args.json:
-        write_json(args.json, {**before.to_dict(), "fixed": sorted(fixed_idx),
-                               "output": args.output, "verification": verification})
+        payload = {**before.to_dict(), "fixed": sorted(fixed_idx), "output": args.output,
+                   "verification": verification}
+        writes.append(("--json", args.json, lambda p: write_json(p, payload)))
+    write_outputs(writes)
     if args.quiet == 0:
         print(render(before, fixed_idx))
         print(f"\nfixed {len(done)} of {len(before.findings)} finding(s); wrote {args.output}")
@@ -132,6 +165,7 @@ def _run_fix(args: argparse.Namespace, fix_model) -> int:
 
 def _verify(args: argparse.Namespace, fixed):
     from ptq.calibration import CalibrateConfig, open_model_data
+    from ptq.errors import PtqError
     from ptq.graph.model import load_model
     from ptq.lint import verify_fix
 
@@ -141,7 +175,15 @@ def _verify(args: argparse.Namespace, fixed):
     source = open_model_data(Path(args.fp32 or args.model), load_model(args.fp32 or args.model),
                              args.data, config)
     batches = list(source.batches(args.batch_size or 32))
-    return verify_fix(original, fixed, batches, fp32=args.fp32)
+    try:
+        return verify_fix(original, fixed, batches, fp32=args.fp32)
+    except PtqError as exc:
+        if exc.path is not None:
+            raise
+        raise PtqError(f"checking the fix on --data failed: {exc.message}",
+                       path=args.fp32 or args.model,
+                       hint="--data and --fp32 must fit the Q/DQ model's inputs (same input "
+                            "names, dtypes and sizes)") from None
 
 
 def _verification_text(v: dict) -> str:

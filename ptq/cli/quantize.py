@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields, replace
 from pathlib import Path
 
-from ptq.atomic import write_text
-from ptq.cache import read_cache
+from ptq.atomic import check_writable, encode_text, replace_set
+from ptq.cache import read_cache, version_major
 from ptq.calibrators import DEFAULT_METHOD
 from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
 from ptq.cli.common import (add_data_args, add_runtime_args, new_parser, positive,
                             preprocess_options, progress_bar)
 from ptq.datasets import fixed_batch
-from ptq.errors import ConfigError
+from ptq.errors import ConfigError, DataError
 from ptq.graph.model import graph_inputs, load_model
 from ptq.graph.rules import DEFAULT_OP_TYPES
 from ptq.evaluate import accuracy_lines, accuracy_report
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if output.resolve() == Path(args.model).resolve():
         raise ConfigError("the output would overwrite the input model", path=output,
                           hint="pass another -o path")
+    check_writable(output.parent)  # fail now, not after quantizing and evaluating
     source, why = (None, "--no-eval") if args.no_eval else _eval_source(args, model, table)
     specs = dict(parse_spec_override(t) for t in args.output_kind)
     unknown = set(specs) - {o.name for o in model.graph.output}
@@ -129,30 +131,43 @@ def run(args: argparse.Namespace) -> int:
     commands = trt_commands(output, cache_path=cache, pins=result.summary.pins,
                             fp32_model=args.model, shapes=shapes)
     text = commands_text(commands, versions, cache) + (f"{shape_note}\n" if shape_note else "")
-    save_model(result.model, output)
-    txt = write_text(output.with_suffix(".trtexec.txt"), text)
-    if args.quiet == 0:
-        _print_summary(result.summary, output, txt)
     accuracy = None
-    if source is not None and args.quiet == 0:
+    if source is not None and args.quiet == 0:  # everything is measured before anything is written
         bs = fixed_batch(graph_inputs(model)) or args.batch_size or 16
         with progress_bar(args, len(source), "evaluating") as update:
             accuracy = accuracy_report(args.model, result.model, source.batches(bs),
                                        providers=args.providers, optimization="disable",
                                        progress=update, specs=specs)
+        _check_finite(accuracy.outputs, source)
+    txt = output.with_suffix(".trtexec.txt")
+    replace_set(output.parent, {output.name: lambda path: save_model(result.model, path),
+                                txt.name: encode_text(text)})  # the model and its lines as one set
     if args.quiet == 0:
+        _print_summary(result.summary, output, txt)
         _print_accuracy(accuracy, source, why)
         print(text, end="")
     return 0
+
+
+def _check_finite(outputs: dict[str, dict[str, float]], source) -> None:
+    """NaN/Inf scores mean NaN/Inf outputs (usually NaN/Inf in the data): an error, not a score."""
+    bad = [f"{metric} {value}" + (f" [{name}]" if len(outputs) > 1 else "")
+           for name, metrics in outputs.items() for metric, value in metrics.items()
+           if not math.isfinite(value)]
+    if bad:
+        raise DataError(f"the evaluation gives non-finite scores ({', '.join(bad[:4])}): the FP32 "
+                        "or quantized outputs contain NaN/Inf", path=source.describe().get("source"),
+                        hint="check the evaluation data for NaN/Inf values, or pass --no-eval")
 
 
 def _versions(spec: str) -> tuple[str, ...]:
     if spec == "all":
         return ("trt11", "trt10")
     try:
-        major = int(spec.split(".")[0])
-    except ValueError:
-        raise ConfigError(f"bad --trt-version {spec!r}", hint="use 11, 10, 10.3.0, 8.6 or all") from None
+        major = version_major(spec)
+    except ConfigError:
+        raise ConfigError(f"bad --trt-version {spec!r}",
+                          hint="use 11, 10, 10.3.0, 8.6 or all") from None
     return ("trt11",) if major >= 11 else ("trt10",)
 
 

@@ -163,9 +163,11 @@ def build_config(args: argparse.Namespace, outdir: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptq.atomic import check_writable
     from ptq.sensitivity import Analysis, SensitivityRun, write_outputs
 
     outdir = Path(args.outdir) if args.outdir else default_outdir(args.model)
+    check_writable(outdir)  # read-only, under a file: fail now, not after the analysis
     config = build_config(args, outdir)
     analysis = Analysis(Path(args.model), args.data, config, args.ranges)
     with progress_bar(args, analysis.num_variants, "variants", unit="variant") as update:

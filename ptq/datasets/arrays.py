@@ -37,13 +37,14 @@ class ArrayData:
                             path=origin, hint="give every input the same number of samples")
         self.arrays = {}
         for info in inputs:
-            arr = np.asarray(arrays[info.name])
+            arr = np.asanyarray(arrays[info.name])  # keeps a memory-mapped .npy mapped
             if not np.issubdtype(arr.dtype, np.number):
                 raise DataError(f"array '{info.name}' has dtype {arr.dtype}", path=origin,
                                 hint="store numeric arrays")
             check_sample_shape(info, arr, origin)
             self.arrays[info.name] = arr[:max_images].astype(info.dtype, copy=False)
-        self.labels = None if labels is None else np.asarray(labels)[:max_images]
+        self.labels = None if labels is None else _check_labels(np.asarray(labels),
+                                                                 lengths.pop(), origin)[:max_images]
         self.origin = origin
         self.skipped = Skipped()
 
@@ -52,7 +53,7 @@ class ArrayData:
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for s in range(0, len(self), batch_size):
-            feeds = {k: v[s:s + batch_size].copy() for k, v in self.arrays.items()}
+            feeds = {k: _rows(v, s, s + batch_size) for k, v in self.arrays.items()}
             n = len(next(iter(feeds.values())))
             yield Batch(feeds=feeds, files=tuple(f"#{i}" for i in range(s, s + n)),
                         labels=None if self.labels is None else self.labels[s:s + n])
@@ -63,13 +64,43 @@ class ArrayData:
                            for k, v in self.arrays.items()}}
 
 
+def _check_labels(labels: np.ndarray, count: int, origin: str) -> np.ndarray:
+    """Labels ride along per sample: numeric, first axis as long as the data. Their shape is
+    checked by whatever consumes them (class metrics want one integer per sample, detection
+    metrics box arrays)."""
+    if labels.ndim == 0 or not np.issubdtype(labels.dtype, np.number):
+        raise DataError(f"'{LABELS_KEY}' must be a numeric array with one entry per sample, got "
+                        f"shape {tuple(labels.shape)} dtype {labels.dtype}", path=origin,
+                        hint="store class indices (or per-sample box arrays) as 'labels'")
+    if len(labels) != count:
+        raise DataError(f"'{LABELS_KEY}' has {len(labels)} entries but the data has {count} "
+                        "samples", path=origin, hint="give one label per sample")
+    return labels
+
+
+def _rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """array[start:stop] as a fresh array. A memory-mapped .npy is read with plain file reads:
+    pages touched through the map stay in the process's RSS until it exits, so 2048 images
+    would leave 1.2 GB resident after they were used."""
+    if isinstance(array, np.memmap) and array.flags.c_contiguous and array.filename:
+        stop = min(stop, len(array))
+        row = int(np.prod(array.shape[1:], dtype=np.int64))
+        offset = array.offset + start * row * array.dtype.itemsize
+        out = np.fromfile(array.filename, array.dtype, count=max(0, stop - start) * row,
+                          offset=offset)
+        return out.reshape(max(0, stop - start), *array.shape[1:])
+    return array[start:stop].copy()
+
+
 def load_arrays(path: str | Path, inputs: list[TensorInfo], *,
                 max_images: int | None = None) -> ArrayData:
     path = Path(path)
     if not path.is_file():
         raise DataError("data file not found", path=path, hint="check the --data path")
     try:  # npz members are read lazily: a bad member fails inside the comprehension
-        loaded = np.load(path, allow_pickle=False)
+        # .npy is memory-mapped: batches are read as they are used, so host memory does not
+        # grow with the number of samples (npz members cannot be mapped).
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
         if not isinstance(loaded, np.ndarray):
             with loaded:
                 loaded = {k: loaded[k] for k in loaded.files}

@@ -1,11 +1,14 @@
 """Image-folder data source: recursive, any common format, class sub-folders as labels.
 
 Decoding runs in a small thread pool (Pillow releases the GIL), so images for the
-next batch are prepared while the model runs on the current one.
+next batch are prepared while the model runs on the current one. Look-ahead is
+bounded (LOOKAHEAD decoded images at most), so memory does not grow with the number
+of images.
 """
 from __future__ import annotations
 
 import logging
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +22,15 @@ from ptq.errors import DataError
 
 log = logging.getLogger(__name__)
 
+LOOKAHEAD = 32  # decoded images in flight beyond the one being consumed (~0.6 MB each at 224)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def display_name(path: Path | str) -> str:
+    """A file name as valid UTF-8 text for messages and JSON: bytes that are not UTF-8 (kept
+    by Python as lone surrogates, which cannot be encoded) are shown as \\xNN escapes."""
+    text = str(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def list_images(root: Path) -> list[Path]:
@@ -72,18 +83,37 @@ class ImageFolder:
             with Image.open(path) as img:
                 img.load()
                 return self.preprocess.apply(img)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return (f"over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                    f"({type(exc).__name__})")
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
     def samples(self) -> Iterator[tuple[Path, np.ndarray]]:
+        """Decoded samples in file order; at most LOOKAHEAD are decoded ahead of the consumer
+        (Executor.map would submit every file at once and keep every result)."""
         with ThreadPoolExecutor(self.workers) as pool:
-            for path, result in zip(self.files, pool.map(self._load, self.files)):
+            pending: deque = deque()
+            files = iter(self.files)
+            for path in files:
+                pending.append((path, pool.submit(self._load, path)))
+                if len(pending) > LOOKAHEAD:
+                    break
+            while pending:
+                path, future = pending.popleft()
+                result = future.result()
+                del future
+                nxt = next(files, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(self._load, nxt)))
                 if isinstance(result, str):
                     if self.strict:
-                        raise DataError(f"cannot read image ({result})", path=path,
+                        for _, f in pending:
+                            f.cancel()
+                        raise DataError(f"cannot read image ({result})", path=display_name(path),
                                         hint="remove or fix the file, or drop --strict to skip it")
-                    log.warning("skipping unreadable image %s (%s)", path, result)
-                    self.skipped.add(str(path.relative_to(self.root)), result)
+                    log.warning("skipping unreadable image %s (%s)", display_name(path), result)
+                    self.skipped.add(display_name(path.relative_to(self.root)), result)
                     continue
                 yield path, result
 
@@ -101,9 +131,9 @@ class ImageFolder:
     def _batch(self, chunk: list[tuple[Path, np.ndarray]]) -> Batch:
         labels = [self.label_of(p) for p, _ in chunk]
         return Batch(feeds={self.input_name: np.stack([x for _, x in chunk])},
-                     files=tuple(str(p.relative_to(self.root)) for p, _ in chunk),
+                     files=tuple(display_name(p.relative_to(self.root)) for p, _ in chunk),
                      labels=None if None in labels else np.asarray(labels, np.int64))
 
     def describe(self) -> dict:
-        return {"kind": "images", "source": str(self.root), "num_files": len(self.files),
+        return {"kind": "images", "source": display_name(self.root), "num_files": len(self.files),
                 "classes": self.classes, "preprocessing": self.preprocess.to_dict()}

@@ -33,6 +33,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Pillow modes of 16-bit greyscale files (PNG, TIFF): `convert("RGB")` would clip them to
+# 255, so they are scaled by 255/65535 in float instead ("I" is Pillow's 32-bit integer
+# mode, which older Pillow releases use for 16-bit PNGs; values are taken as 0..65535)
+HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How one decoded RGB image becomes one input sample."""
@@ -50,7 +56,10 @@ class Preprocess:
     pad_value: float = 0.0                # letterbox padding, in pixel units (0..255)
 
     def apply(self, img: Image.Image) -> np.ndarray:
-        img = img.convert("L" if self.channels == 1 else "RGB")
+        if img.mode in HIGH_BIT_MODES:  # 16-bit grey: scale to 0..255, keep the precision
+            img = Image.fromarray(np.asarray(img, dtype=np.float32) * np.float32(255 / 65535))
+        else:
+            img = img.convert("L" if self.channels == 1 else "RGB")
         h, w = self.size
         if self.letterbox:
             img = letterbox(img, (h, w), self.pad_value)
@@ -64,6 +73,8 @@ class Preprocess:
             img = img.crop((left, top, left + w, top + h))
         x = np.asarray(img, dtype=np.float32)
         x = x[:, :, None] if x.ndim == 2 else x
+        if x.shape[2] != self.channels:  # grey from a 16-bit image feeding an RGB input
+            x = np.repeat(x, self.channels, axis=2)
         if self.channel_order == "BGR":
             x = x[:, :, ::-1]
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)

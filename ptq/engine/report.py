@@ -29,6 +29,11 @@ def inspect_engine(engine: str | Path, *, profile: str | Path | None = None,
     if onnx_path is not None:
         from ptq.graph.model import load_model
         intent = int8_intent(eng, load_model(onnx_path, load_weights=False))
+        if intent["matched_nodes"] == 0:
+            from ptq.errors import DataError
+            raise DataError(f"none of the model's node names appear in the engine's layers "
+                            f"({eng.path}): not the model this engine was built from",
+                            path=onnx_path, hint="pass the Q/DQ ONNX given to trtexec --onnx")
     comparison = None
     if compare is not None:
         comparison = compare_engines(load_engine(compare, compare_profile), eng)
@@ -58,8 +63,9 @@ def render_text(res: InspectResult, *, top: int = 15) -> str:
     if s["total_ms"] is not None:
         by_t = s["precision_ms"] or {}
         out.append(f"profiled total {s['total_ms']:.4f} ms per inference; time by precision: "
-                   + ", ".join(f"{k} {v / s['total_ms']:.1%}" for k, v in
-                               sorted(by_t.items(), key=lambda kv: -kv[1])))
+                   + (", ".join(f"{k} {v / s['total_ms']:.1%}" for k, v in
+                                sorted(by_t.items(), key=lambda kv: -kv[1]))
+                      if s["total_ms"] > 0 else "- (every layer timed 0 ms)"))
     rf = s["reformat"]
     share = f", {rf['time_ms']:.4f} ms = {rf['share']:.1%} of the time" \
         if rf["share"] is not None else ""

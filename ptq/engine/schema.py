@@ -18,11 +18,12 @@ type and precision unknown.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ptq.errors import DataError
+from ptq.errors import DataError, exception_line
 
 
 class EngineFileError(DataError):
@@ -39,7 +40,7 @@ _REFORMAT_FOR_RE = re.compile(r"^Reformatting CopyNode for (Input|Output) Tensor
 
 def dtype_of(text: str | None) -> str | None:
     """'Thirty-two wide channel vectorized row major Int8 format' -> 'INT8' (last dtype word)."""
-    if not text:
+    if not text or not isinstance(text, str):
         return None
     found = _DTYPE_RE.findall(text)
     return _DTYPE_WORDS[found[-1].lower()] if found else None
@@ -141,13 +142,57 @@ class Engine:
 
 def _read_json(path: str | Path, what: str):
     path = Path(path)
+    if path.is_dir():
+        raise EngineFileError(f"is a folder, not the {what}", path=path,
+                              hint="pass the file trtexec wrote")
     if not path.is_file():
         raise EngineFileError(f"{what} not found", path=path, hint="check the path")
+    if path.suffix.lower() in (".onnx", ".plan", ".engine", ".trt"):
+        raise EngineFileError(f"a {path.suffix} file, not the {what}", path=path,
+                              hint="pass the JSON of trtexec --exportLayerInfo=F "
+                                   "(or --exportProfile=F for --profile)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineFileError(f"not valid JSON ({exc.__class__.__name__}: {exc})", path=path,
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise EngineFileError("not a text file (not UTF-8)", path=path,
                               hint=f"pass the {what} trtexec wrote") from None
+    except OSError as exc:
+        raise EngineFileError(f"cannot be read ({exc.strerror or exc})", path=path,
+                              hint="check the file's permissions") from None
+    if not text.strip():
+        raise EngineFileError(f"is empty (the {what} was not written, or was truncated)",
+                              path=path, hint="rerun trtexec and let it finish")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise EngineFileError(f"not valid JSON ({exc.msg} at line {exc.lineno}; truncated?)",
+                              path=path, hint=f"pass the {what} trtexec wrote, unedited"
+                              ) from None
+    except (ValueError, RecursionError) as exc:
+        raise EngineFileError(f"not valid JSON ({exception_line(exc)})", path=path,
+                              hint=f"pass the {what} trtexec wrote, unedited") from None
+
+
+def _no_constant(name: str):
+    """trtexec writes finite numbers only; NaN/Infinity mean an edited or broken file."""
+    raise ValueError(f"{name} is not a valid number here")
+
+
+def _text(value) -> str | None:
+    """A free-text field (Origin, TacticName, LayerType) as a string, or None."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)
+
+
+def _list(raw: dict, key: str, path, what: str) -> list:
+    value = raw.get(key, [])
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise EngineFileError(f"{what} '{key}' is a {type(value).__name__}, not a list",
+                              path=path, hint="pass the JSON of --exportLayerInfo, unedited")
+    return value
 
 
 def _tensor(raw, path) -> TensorDesc:
@@ -161,8 +206,10 @@ def _tensor(raw, path) -> TensorDesc:
     if fmt is None:                                    # TensorRT 11 split form
         fmt = raw.get("Format")
     dims = raw.get("Dimensions")
-    return TensorDesc(str(raw.get("Name", "")), tuple(dims) if isinstance(dims, list) else None,
-                      fmt, dtype_of(dtype_text) or dtype_of(fmt))
+    if not isinstance(dims, list) or not all(isinstance(d, int) for d in dims):
+        dims = None
+    return TensorDesc(str(raw.get("Name", "")), tuple(dims) if dims is not None else None,
+                      _text(fmt), dtype_of(dtype_text) or dtype_of(fmt))
 
 
 def onnx_nodes_of(name: str, metadata: str | None) -> list[str]:
@@ -195,19 +242,26 @@ def load_engine(path: str | Path, profile: str | Path | None = None) -> Engine:
                               f"'Layers' list; found {keys or 'nothing'})", path=path,
                               hint="write it with trtexec --exportLayerInfo=F "
                                    "--profilingVerbosity=detailed")
+    if not data["Layers"]:
+        raise EngineFileError("the engine JSON lists no layers", path=path,
+                              hint="rebuild with trtexec --exportLayerInfo=F "
+                                   "--profilingVerbosity=detailed")
     if "I/O Tensors" in data:
         schema = "trt11"
         io = []
-        for t in data["I/O Tensors"]:
+        for t in _list(data, "I/O Tensors", path, "the engine's"):
             if not isinstance(t, dict) or "Name" not in t:
                 raise EngineFileError("an 'I/O Tensors' entry has no Name", path=path,
                                       hint="pass the JSON TensorRT 11 wrote, unedited")
-            io.append({"name": t["Name"], "mode": t.get("IOMode"),
-                       "dtype": dtype_of(t.get("DataType")), "dims": t.get("Dimensions")})
+            dims = t.get("Dimensions")
+            io.append({"name": str(t["Name"]), "mode": _text(t.get("IOMode")),
+                       "dtype": dtype_of(t.get("DataType")),
+                       "dims": dims if isinstance(dims, list) and
+                       all(isinstance(d, int) for d in dims) else None})
     else:
         schema = "trt8-10"
         io = [{"name": b, "mode": None, "dtype": None, "dims": None}
-              for b in data.get("Bindings", []) if isinstance(b, str)]
+              for b in _list(data, "Bindings", path, "the engine's") if isinstance(b, str)]
     layers = []
     for i, raw in enumerate(data["Layers"]):
         if isinstance(raw, str):                       # layer_names_only verbosity
@@ -216,13 +270,17 @@ def load_engine(path: str | Path, profile: str | Path | None = None) -> Engine:
         if not isinstance(raw, dict) or "Name" not in raw:
             raise EngineFileError(f"layer {i} has no Name", path=path,
                                   hint="pass the JSON of --exportLayerInfo, unedited")
-        name = str(raw["Name"])
+        if not isinstance(raw["Name"], str) or not raw["Name"]:
+            raise EngineFileError(f"layer {i} has an empty or non-text Name", path=path,
+                                  hint="pass the JSON of --exportLayerInfo, unedited")
+        name = raw["Name"]
         meta = raw.get("Metadata")
         layers.append(EngineLayer(
-            index=i, name=name, type=str(raw.get("LayerType", "Unknown")),
-            inputs=[_tensor(t, path) for t in raw.get("Inputs", [])],
-            outputs=[_tensor(t, path) for t in raw.get("Outputs", [])],
-            origin=raw.get("Origin"), tactic=raw.get("TacticName") or raw.get("TacticValue"),
+            index=i, name=name, type=_text(raw.get("LayerType")) or "Unknown",
+            inputs=[_tensor(t, path) for t in _list(raw, "Inputs", path, f"layer {i}'s")],
+            outputs=[_tensor(t, path) for t in _list(raw, "Outputs", path, f"layer {i}'s")],
+            origin=_text(raw.get("Origin")),
+            tactic=_text(raw.get("TacticName")) or _text(raw.get("TacticValue")),
             metadata=meta if isinstance(meta, str) else None,
             onnx_nodes=onnx_nodes_of(name, meta if isinstance(meta, str) else None)))
     produced = {t.name for la in layers for t in la.outputs}
@@ -231,7 +289,7 @@ def load_engine(path: str | Path, profile: str | Path | None = None) -> Engine:
             t["mode"] = "Output" if t["name"] in produced else "Input"
     engine = Engine(str(path), schema, layers, io)
     if profile is not None:
-        attach_profile(engine, load_profile(profile))
+        attach_profile(engine, load_profile(profile), source=profile)
     return engine
 
 
@@ -250,23 +308,34 @@ def load_profile(path: str | Path) -> dict[str, float]:
     for rec in data:
         if isinstance(rec, dict) and "count" in rec and "name" not in rec:
             continue
-        if not isinstance(rec, dict) or "name" not in rec or \
-                not isinstance(rec.get("averageMs", rec.get("timeMs")), (int, float)):
+        ms = rec.get("averageMs", rec.get("timeMs")) if isinstance(rec, dict) else None
+        if not isinstance(rec, dict) or "name" not in rec or isinstance(ms, bool) or \
+                not isinstance(ms, (int, float)):
             raise EngineFileError(f"a profile record lacks name/averageMs: {str(rec)[:60]}",
                                   path=path, hint="write it with trtexec --exportProfile=F")
-        out[str(rec["name"])] = out.get(str(rec["name"]), 0.0) + float(
-            rec.get("averageMs", rec.get("timeMs")))
+        if not math.isfinite(ms) or ms < 0:
+            raise EngineFileError(f"layer {str(rec['name'])[:60]!r} has a time of {ms} ms "
+                                  "(times are finite and >= 0)", path=path,
+                                  hint="pass the profile trtexec wrote, unedited")
+        out[str(rec["name"])] = out.get(str(rec["name"]), 0.0) + float(ms)
+    if not out:
+        raise EngineFileError("the profile has no layer records (only a count)", path=path,
+                              hint="write it with trtexec --exportProfile=F after a run that "
+                                   "timed inference")
     return out
 
 
-def attach_profile(engine: Engine, times: dict[str, float]) -> None:
-    """Per-layer time and share; a profile from another engine is refused."""
+def attach_profile(engine: Engine, times: dict[str, float],
+                   source: str | Path | None = None) -> None:
+    """Per-layer time and share; a profile from another engine is refused (the error names
+    `source`, the profile file, when given)."""
     names = {la.name for la in engine.layers}
     unknown = [n for n in times if n not in names]
     if unknown and len(unknown) * 2 > len(times):
-        raise EngineFileError(f"the profile does not belong to this engine ({len(unknown)} of "
-                              f"{len(times)} profiled layers are not in it, e.g. {unknown[0]!r})",
-                              path=engine.path, hint="pass the profile of the same trtexec run")
+        raise EngineFileError(f"the profile does not belong to {engine.path} ({len(unknown)} "
+                              f"of {len(times)} profiled layers are not in it, e.g. "
+                              f"{unknown[0]!r})", path=source or engine.path,
+                              hint="pass the profile of the same trtexec run")
     total = sum(times.values())
     for la in engine.layers:
         if la.name in times:

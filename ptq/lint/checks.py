@@ -17,6 +17,11 @@ from ptq.graph.rules import fusible_backbone, residual_inputs
 from ptq.lint import evidence
 from ptq.lint.view import QdqView
 
+# Q/DQ types TensorRT accepts (TENSORRT.md §3.1): UINT8 has its own rule (DLA only). An INT32
+# DQ is ONNX Runtime's quantized bias (a constant); whether the parser takes it is not verified
+# here, so it is not flagged rather than flagged on a guess.
+TRT_QUANT_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.INT4,
+                   onnx.TensorProto.FLOAT4E2M1)
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 # Ops TensorRT fuses into the weighted op before them; a Q/DQ in between splits the fusion.
 EPILOGUE_OPS = ("BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
@@ -228,12 +233,21 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
                    for n in g.node if n.op_type == "Constant" and n.attribute})
     producer = {o: n for n in g.node for o in n.output}
     no_zp, no_zp_fix, uint8, nonzero, no_axis = [], [], [], [], []
+    other_type: dict[str, list[str]] = {}
     for node in g.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         scale = consts.get(node.input[1]) if len(node.input) > 1 else None
-        if len(node.input) < 3 or not node.input[2]:
+        qtype = _quant_type(node, zp, consts)
+        if qtype is not None and qtype not in TRT_QUANT_TYPES and \
+                qtype not in (onnx.TensorProto.UINT8, onnx.TensorProto.INT32):
+            other_type.setdefault(onnx.TensorProto.DataType.Name(qtype), []).append(node.name)
+            continue
+        typed = qtype is not None and qtype != onnx.TensorProto.UINT8  # output_dtype, INT8 data
+        if (len(node.input) < 3 or not node.input[2]) and typed:
+            pass                                         # the type is stated: no ambiguity
+        elif len(node.input) < 3 or not node.input[2]:
             no_zp.append(node.name)
             if scale is not None and len(scale.dims) == 0:
                 no_zp_fix.append(node.name)
@@ -250,6 +264,13 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
             fits = [a for a, d in enumerate(data.dims) if d == scale.dims[0]] if data else []
             no_axis.append((node.name, 1 if 1 in fits else fits[0] if len(fits) == 1 else None))
     out = []
+    for type_name, nodes in other_type.items():
+        out.append(Finding(
+            "qdq-unsupported-type", "error", nodes,
+            f"{len(nodes)} Q/DQ nodes quantize to {type_name}: {_names(nodes)}",
+            "TensorRT's Q/DQ layers take INT8, FP8 (E4M3), INT4 and FP4 only",
+            "the build fails; quantize to INT8 (ORT: activation_type=weight_type=QInt8)",
+            fix_note=f"an {type_name} scale cannot become an INT8 one without new calibration"))
     if uint8:
         out.append(Finding(
             "qdq-uint8", "error", uint8, f"{len(uint8)} Q/DQ nodes use a UINT8 zero point: "
@@ -298,6 +319,34 @@ def check_qdq_attributes(v: QdqView) -> list[Finding]:
             "the build fails; export in QDQ format (ORT QuantFormat.QDQ)",
             fix_note="converting operator format back to Q/DQ is out of scope"))
     return out
+
+
+def _quant_type(node: onnx.NodeProto, zp: onnx.TensorProto | None,
+                consts: dict[str, onnx.TensorProto]) -> int | None:
+    """The integer/float8 type a Q produces or a DQ reads: the zero point's type, else Q's
+    `output_dtype` attribute, else a DQ's constant input's type; None when not stated."""
+    if zp is not None:
+        return zp.data_type
+    if node.op_type == "QuantizeLinear":
+        attr = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
+        return attr or None
+    data = consts.get(node.input[0])
+    return data.data_type if data is not None else None
+
+
+def check_quantized(v: QdqView) -> list[Finding]:
+    """A model with no Q/DQ at all: lint has nothing to check, and the user most likely passed
+    the FP32 model instead of the quantized one."""
+    ops = {n.op_type for n in v.model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", *UNSUPPORTED_QOPS}:
+        return []
+    return [Finding(
+        "not-quantized", "warning", [],
+        "the model has no QuantizeLinear/DequantizeLinear nodes: it is not quantized",
+        "lint checks where Q/DQ pairs sit; without any, TensorRT builds the model in "
+        "FP32/FP16 (explicit INT8 needs Q/DQ nodes)",
+        "no INT8 at all; pass the quantized model, or make one: ptq calibrate + ptq quantize",
+        fix_note="quantizing needs calibration data (ptq calibrate, then ptq quantize)")]
 
 
 def check_cast_in_epilogue(v: QdqView) -> list[Finding]:
@@ -351,9 +400,9 @@ def check_cast_islands(v: QdqView) -> list[Finding]:
     return out
 
 
-CHECKS = (check_qdq_attributes, check_epilogue, check_residual, check_pooling, check_concat,
+CHECKS = (check_quantized, check_qdq_attributes, check_epilogue, check_residual, check_pooling, check_concat,
           check_reformat_pairs, check_cast_in_epilogue, check_cast_islands)
-RULE_NAMES = ("unsupported-quant-op", "qdq-uint8", "qdq-nonzero-zero-point", "qdq-no-zero-point",
+RULE_NAMES = ("not-quantized", "unsupported-quant-op", "qdq-unsupported-type", "qdq-uint8", "qdq-nonzero-zero-point", "qdq-no-zero-point",
               "qdq-no-axis", "qdq-in-epilogue", "residual-fused-input-qdq",
               "residual-skip-unquantized", "unquantized-pooling", "concat-scale-mismatch",
               "reformat-pair", "cast-in-epilogue", "cast-island")

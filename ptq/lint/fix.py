@@ -55,7 +55,19 @@ def apply_fixes(model: onnx.ModelProto,
         done.append(f)
     _drop_dead_qdq(out)
     _topological_sort(out.graph)
-    return finalize(out), done
+    # The checker after the rewrite catches ptq's bugs; a model that already failed it before
+    # (e.g. an exporter's output without a shape) cannot be held to it.
+    return finalize(out, check=_passes_checker(model)), done
+
+
+def _passes_checker(model: onnx.ModelProto) -> bool:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+        return False
+    except ValueError:                      # over 2 GB: finalize skips the check itself
+        return True
+    return True
 
 
 def _topological_sort(graph: onnx.GraphProto) -> None:

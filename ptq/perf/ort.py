@@ -15,28 +15,67 @@ from pathlib import Path
 import numpy as np
 
 from ptq.backends.ort import OrtRunner
-from ptq.errors import BackendUnavailable, ConfigError
+from ptq.errors import BackendUnavailable, ConfigError, exception_line
+from ptq.graph.model import TensorInfo
 from ptq.perf.stats import BenchConfig, BenchResult
+
+
+# Random inputs larger than this are refused before allocation: a typo in --shapes
+# (100000x3x224x224 = 60 GB) must be a one-line error, not a MemoryError or a swapping box.
+MAX_INPUT_BYTES = 4 << 30
+
+
+def resolve_shapes(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]],
+                   path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each input's concrete shape and dtype: --shapes where given (rank and fixed dims must
+    agree with the model), else the model's static shape; refused before any allocation."""
+    known = {i.name for i in inputs}
+    unknown = sorted(set(shapes) - known)
+    if unknown:
+        raise ConfigError(f"--shapes names unknown input(s) {', '.join(unknown)} (model inputs: "
+                          f"{', '.join(sorted(known))})", path=path,
+                          hint="use the input names of this model")
+    out, total = {}, 0
+    for info in inputs:
+        spec = _spec(info)
+        shape = shapes.get(info.name)
+        if shape is None:
+            if info.shape is None or any(not isinstance(d, int) or d <= 0 for d in info.shape):
+                raise ConfigError(f"input {info.name!r} has a dynamic shape {spec}", path=path,
+                                  hint=f"give it, as trtexec does: --shapes {info.name}:"
+                                       + "x".join(str(d) if isinstance(d, int) and d > 0
+                                                  else "1" for d in (info.shape or (1,))))
+            shape = tuple(info.shape)
+        elif info.shape is not None:
+            fixed = [(k, d) for k, d in enumerate(info.shape) if isinstance(d, int) and d > 0]
+            if len(shape) != len(info.shape) or any(shape[k] != d for k, d in fixed):
+                raise ConfigError(f"--shapes gives {info.name!r} shape "
+                                  f"{'x'.join(map(str, shape))}; the model's is {spec}",
+                                  path=path, hint="keep the rank and the fixed dimensions")
+        dtype = info.dtype if info.elem_type else np.dtype(np.float32)
+        total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+        out[info.name] = (shape, dtype)
+    if total > MAX_INPUT_BYTES:
+        raise ConfigError(f"the inputs would take {total / 2**30:.3g} GiB "
+                          f"(limit {MAX_INPUT_BYTES >> 30} GiB)", path=path,
+                          hint="use a smaller batch in --shapes")
+    return out
+
+
+def _spec(info: TensorInfo) -> str:
+    if info.shape is None:
+        return "of unknown rank"
+    return "x".join(str(d) if isinstance(d, int) and d > 0 else (d or "?") for d in info.shape)
 
 
 def input_arrays(runner: OrtRunner, shapes: dict[str, tuple[int, ...]], path) -> dict:
     rng = np.random.default_rng(0)
     feeds = {}
-    known = {i.name for i in runner.input_metadata()}
-    unknown = sorted(set(shapes) - known)
-    if unknown:
-        raise ConfigError(f"--shapes names unknown input(s) {', '.join(unknown)} (model inputs: "
-                          f"{', '.join(sorted(known))})", path=path)
-    for info in runner.input_metadata():
-        shape = shapes.get(info.name, info.shape)
-        if shape is None or any(not isinstance(d, int) or d <= 0 for d in shape):
-            raise ConfigError(f"input {info.name!r} has a dynamic shape {info.shape}", path=path,
-                              hint=f"give it, as trtexec does: --shapes {info.name}:1x3x224x224")
-        dtype = info.dtype if info.elem_type else np.dtype(np.float32)
+    for name, (shape, dtype) in resolve_shapes(runner.input_metadata(), shapes, path).items():
         if np.issubdtype(dtype, np.floating):
-            feeds[info.name] = rng.uniform(-1, 1, shape).astype(dtype)
+            feeds[name] = rng.uniform(-1, 1, shape).astype(dtype)
         else:
-            feeds[info.name] = rng.integers(0, 2, shape).astype(dtype)
+            feeds[name] = rng.integers(0, 2, shape).astype(dtype)
     return feeds
 
 
@@ -56,6 +95,13 @@ def bench_ort(model: str | Path, config: BenchConfig = BenchConfig(), *, device:
         batch = int(next(iter(feeds.values())).shape[0]) if feeds and \
             next(iter(feeds.values())).ndim else None
         step = _cpu_query(runner, feeds) if device == "cpu" else _cuda_query(runner, feeds)
+        try:
+            step()                             # one query first: a model ORT cannot run fails
+        except Exception as exc:                # here with its own message, not mid-timing
+            raise ConfigError(f"ONNX Runtime cannot run the model with inputs "
+                              f"{_shape_text(feeds)}: {exception_line(exc, last=True)}",
+                              path=model, hint="check --shapes against the model's inputs"
+                              ) from None
         t_end = time.perf_counter() + config.warmup_ms / 1000.0
         while time.perf_counter() < t_end:
             step()
@@ -75,6 +121,10 @@ def bench_ort(model: str | Path, config: BenchConfig = BenchConfig(), *, device:
     res.notes.append(f"ONNX Runtime {device.upper()}, graph optimization level '{optimization}'"
                      + (f", {threads} threads" if threads else ""))
     return res
+
+
+def _shape_text(feeds: dict) -> str:
+    return ", ".join(f"{k}:{'x'.join(map(str, v.shape))} {v.dtype}" for k, v in feeds.items())
 
 
 def _cpu_query(runner: OrtRunner, feeds: dict):

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from ptq.errors import BackendUnavailable, DataError
+from ptq.errors import BackendUnavailable, DataError, exception_line
 from ptq.perf.stats import BenchConfig, BenchResult
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -31,12 +32,22 @@ class TrtexecOutputError(DataError):
 
 def parse_log(path: str | Path, label: str | None = None) -> BenchResult:
     path = Path(path)
-    if not path.is_file():
-        raise TrtexecOutputError("trtexec log not found", path=path, hint="check the path")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = _read_text(path, "trtexec log")
     start = text.rfind("=== Performance summary ===")
     if start < 0:
-        raise TrtexecOutputError("no '=== Performance summary ===' block", path=path,
+        failed = re.search(r"^&&&& FAILED", text, re.MULTILINE)
+        if failed:
+            errors = [ln.strip() for ln in text.splitlines() if "[E]" in ln]
+            why = f": {errors[-1][:160]}" if errors else ""
+            raise TrtexecOutputError(f"this trtexec run failed, it timed nothing{why}",
+                                     path=path, hint="fix the build error and rerun trtexec")
+        if re.search(r"^&&&& RUNNING", text, re.MULTILINE):
+            raise TrtexecOutputError("the log ends before trtexec's performance summary (the "
+                                     "run was cut short)", path=path,
+                                     hint="let trtexec finish ('&&&& PASSED') and pass the "
+                                          "whole log")
+        raise TrtexecOutputError("no '=== Performance summary ===' block (not an English "
+                                 "trtexec console log)", path=path,
                                  hint="pass the console output of a trtexec run that timed "
                                       "inference (not --skipInference)")
     metrics: dict = {}
@@ -62,7 +73,14 @@ def parse_log(path: str | Path, label: str | None = None) -> BenchResult:
                 metrics[name] = stats
     if "Throughput" not in metrics or "GPU Compute Time" not in metrics:
         raise TrtexecOutputError("the performance summary has no Throughput / GPU Compute "
-                                 "Time lines", path=path, hint="pass an unedited trtexec log")
+                                 "Time lines (the log was cut short, edited, or is not trtexec's English "
+                                 "output)", path=path,
+                                 hint="pass the whole, unedited trtexec log")
+    for name, v in metrics.items():
+        values = v.values() if isinstance(v, dict) else [v]
+        if any(x < 0 for x in values) or (name == "Throughput" and v <= 0):
+            raise TrtexecOutputError(f"the performance summary has an impossible {name} "
+                                     f"({v})", path=path, hint="pass an unedited trtexec log")
     trace = re.search(r"Timing trace has (\d+) queries over", text)
     cmd = re.search(r"&&&& (?:RUNNING|PASSED) TensorRT\.trtexec.*?# (trtexec .*)", text)
     batch = _batch_from_shapes(cmd.group(1)) if cmd else None
@@ -70,6 +88,33 @@ def parse_log(path: str | Path, label: str | None = None) -> BenchResult:
     return BenchResult(label or path.name.split(".")[0], "trtexec-log", metrics,
                        queries=int(trace.group(1)) if trace else None, batch=batch,
                        source=str(path), notes=notes)
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A trtexec output file as text: UTF-8, or UTF-16 with a BOM (PowerShell's `>`)."""
+    if path.is_dir():
+        raise TrtexecOutputError(f"is a folder, not a {what}", path=path,
+                                 hint="pass the file trtexec wrote")
+    if not path.is_file():
+        raise TrtexecOutputError(f"{what} not found", path=path, hint="check the path")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TrtexecOutputError(f"cannot be read ({exc.strerror or exc})", path=path,
+                                 hint="check the file's permissions") from None
+    if not raw.strip():
+        raise TrtexecOutputError(f"the {what} is empty", path=path,
+                                 hint="rerun trtexec and let it finish")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16", errors="replace")
+    if b"\x00" in raw[:4096]:
+        raise TrtexecOutputError(f"a binary file, not a {what}", path=path,
+                                 hint="pass the text trtexec wrote")
+    return raw.decode("utf-8", errors="replace")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a valid time")
 
 
 def _batch_from_shapes(cmd: str) -> int | None:
@@ -80,12 +125,12 @@ def _batch_from_shapes(cmd: str) -> int | None:
 def parse_times(path: str | Path, label: str | None = None, *,
                 warmup_ms: float = 200.0) -> BenchResult:
     path = Path(path)
-    if not path.is_file():
-        raise TrtexecOutputError("times file not found", path=path, hint="check the path")
+    text = _read_text(path, "times file")
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrtexecOutputError(f"not valid JSON ({type(exc).__name__})", path=path,
+        records = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else exception_line(exc)
+        raise TrtexecOutputError(f"not valid JSON ({why}; cut short or edited?)", path=path,
                                  hint="pass the file of trtexec --exportTimes") from None
     need = ("startEnqMs", "endEnqMs", "startComputeMs", "endComputeMs", "h2dMs", "computeMs",
             "d2hMs")
@@ -94,6 +139,18 @@ def parse_times(path: str | Path, label: str | None = None, *,
         raise TrtexecOutputError("not a trtexec --exportTimes file (expected a list of "
                                  "{startEnqMs, computeMs, ...} records)", path=path,
                                  hint="pass the file of trtexec --exportTimes")
+    for i, r in enumerate(records):
+        bad = [k for k in need if isinstance(r[k], bool) or not isinstance(r[k], (int, float))
+               or not math.isfinite(r[k])]
+        bad += [k for k in ("h2dMs", "computeMs", "d2hMs") if k not in bad and r[k] < 0]
+        if not bad and (r["endEnqMs"] < r["startEnqMs"] or
+                        r["endComputeMs"] < r["startComputeMs"]):
+            bad = ["end before start"]
+        if bad:
+            raise TrtexecOutputError(f"record {i} has impossible values ({', '.join(bad)}: "
+                                     "times are finite numbers >= 0)", path=path,
+                                     hint="pass the file of trtexec --exportTimes, unedited")
+    records = sorted(records, key=lambda r: r["startEnqMs"])
     kept = [r for r in records if r["startEnqMs"] >= warmup_ms] or records
     span_s = (kept[-1]["endComputeMs"] - kept[0]["startComputeMs"]) / 1000.0
     end = kept[-1].get("endD2hMs", kept[-1]["endComputeMs"])

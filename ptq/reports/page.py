@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ptq.atomic import write_text
+from ptq.atomic import encode_text, write_text
 from ptq.errors import PtqError
 from ptq.reports import checks, sections
 from ptq.reports.analysis import clipped_by_tensor, highlights
@@ -69,5 +69,5 @@ def write_report(out: str | Path, ranges: str | Path, sensitivity: str | Path | 
         raise PtqError(f"cannot write the report ({exc.strerror or type(exc).__name__})", path=out,
                        hint="choose a writable output path with -o") from None
     seconds = time.perf_counter() - start
-    log.info("report: %d bytes in %.2f s", len(html.encode("utf-8")), seconds)
-    return ReportResult(out, len(html.encode("utf-8")), seconds, warnings, hists)
+    log.info("report: %d bytes in %.2f s", len(encode_text(html)), seconds)
+    return ReportResult(out, len(encode_text(html)), seconds, warnings, hists)

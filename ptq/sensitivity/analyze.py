@@ -160,6 +160,8 @@ class Analysis:
             if isinstance(s, BuiltinScorer) and not s.metric.needs_labels and \
                     not any(s.metric.applies(spec) for spec in specs.values()):
                 raise NotApplicable(s.name, specs, self.reference)
+        # the metrics added above may need labels of a shape the data lacks
+        require_labels(self.eval.meta, [s.name for s in self.scorers if s.needs_labels], self.data)
 
     def _compare(self, outputs: dict) -> dict:
         names = [s.name for s in self.scorers if isinstance(s, BuiltinScorer)

@@ -21,6 +21,7 @@ from ptq.calibrators import Method
 from ptq.datasets.base import Batch, fixed_batch
 from ptq.errors import ConfigError, DataError
 from ptq.graph.model import graph_inputs
+from ptq.metrics import METRICS
 from ptq.quantization import load_ranges_file
 from ptq.sensitivity.hooks import EvalMeta
 from ptq.table import CalibrationTable
@@ -75,6 +76,16 @@ def _labels(batches: list[Batch]) -> np.ndarray | None:
 
 
 def require_labels(meta: EvalMeta, needed_by: list[str], data: Any) -> None:
+    """Labels are there when a metric needs them, and class metrics get one integer per sample
+    (an npz may carry box arrays for detection metrics instead)."""
+    classes = [n for n in needed_by if n in METRICS and "classes" in (METRICS[n].kinds or ())]
+    labels = None if meta.labels is None else np.asarray(meta.labels)
+    if classes and labels is not None and (labels.ndim != 1
+                                           or not np.issubdtype(labels.dtype, np.integer)):
+        raise DataError(f"metric(s) {', '.join(classes)} need one integer class per sample, but the "
+                        f"labels have shape {tuple(labels.shape)} dtype {labels.dtype}",
+                        path=str(data) if isinstance(data, (str, Path)) else None,
+                        hint="store class indices as 'labels' (e.g. onehot.argmax(1))")
     if needed_by and meta.labels is None:
         raise ConfigError(f"metric(s) {', '.join(needed_by)} need labels, but the evaluation "
                           "data has none",

@@ -142,7 +142,7 @@ def test_bad_trtexec_files(tmp_path: Path, capsys, flag, content, needle) -> Non
 
 def test_bad_shapes_and_nothing_to_do(capsys) -> None:
     assert main(["bench", "--shapes", "image:8xq"]) == 2
-    assert main(["bench"]) == 1
+    assert main(["bench"]) == 2  # a usage error: no input at all
     assert "nothing to benchmark" in capsys.readouterr().err
 
 

@@ -135,8 +135,6 @@ def test_ctc_recognizer_per_frame_agreement(rapidocr_models, text_lines, tmp_pat
     assert rec_json["baseline"]["metrics"]["top1"] < 1.0
 
 
-@pytest.mark.xfail(strict=False, reason="models (issue 9): Add(conv, Reshape(Constant)) bias is "
-                                        "taken for an activation (ptq/graph/rules.py)")
 def test_mobilenetv3_classifier_quantizes_as_is(rapidocr_models, text_lines, tmp_path):
     cls = rapidocr_models["cls"]
     data = ["--data", str(text_lines), "--size", "48x192", *REC_FLAGS]

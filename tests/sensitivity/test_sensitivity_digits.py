@@ -165,3 +165,18 @@ def test_reference_is_cached_on_disk(digits_model_path, digits_images, digits_ra
     third = analyze(digits_model_path, digits_images, other, ranges=digits_ranges).result
     assert not third.settings["reference_cached"]
     assert len(list((tmp_path / "cache").glob("reference-*.npz"))) == 2
+
+
+def test_outputs_replace_the_previous_set_whole_or_not_at_all(entropy_run, tmp_path):
+    """sensitivity.json and the auto model are one set: a failure while switching (here the
+    auto model's name is taken by a folder) leaves the previous sensitivity.json untouched."""
+    from ptq.errors import OutputError
+
+    _, first = write_outputs(entropy_run, tmp_path)
+    before = first["sensitivity.json"].read_bytes()
+    first["digits_cnn.auto.onnx"].unlink()
+    (tmp_path / "digits_cnn.auto.onnx").mkdir()
+    with pytest.raises(OutputError, match="is a folder"):
+        write_outputs(entropy_run, tmp_path)
+    assert first["sensitivity.json"].read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ptq-set-")]
