@@ -159,14 +159,14 @@ def test_quantize_measures_before_writing_and_keeps_the_good_model(
     before --eval ran); a signal during the write leaves one whole pair."""
     model = tmp_path / "q" / "m.int8.onnx"
     txt = model.with_suffix(".trtexec.txt")
-    good = ptq("quantize", digits_model_path, "--ranges", sets["old"] / "ranges.json", "-o", model)
+    good = ptq("quantize", digits_model_path, "--ranges", sets["old"] / "ranges.json", "--algo", "entropy", "-o", model)
     assert good.rc == 0, good.err
     before = (model.read_bytes(), txt.read_bytes())
     nan = tmp_path / "nan.npz"
     np.savez(nan, image=np.full((8, 3, 16, 16), np.nan, np.float32))
     short = tmp_path / "short.npz"
     np.savez(short, image=np.zeros((8, 3, 16, 16), np.float32), labels=np.arange(5))
-    new = ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json", "-o", model]
+    new = ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json", "--algo", "entropy", "-o", model]
     bad_nan, bad_labels = ptq_all([*new, "--eval", nan], [*new, "--eval", short])
     assert "non-finite scores" in one_line_error(bad_nan, "quantize")  # was: exit 0, `cosine nan`
     assert "'labels' has 5 entries but the data has 8" in one_line_error(bad_labels, "quantize")
@@ -243,13 +243,13 @@ def test_full_disk_is_a_clean_error_and_keeps_the_old_set(
     assert snapshot(out) == old and sorted(p.name for p in out.iterdir()) == sorted(old)
     # quantize to a fresh path: room for the model, not for the model and its .trtexec.txt
     (mnt / "filler").unlink()
-    probe = ptq("quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json",
+    probe = ptq("quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json", "--algo", "entropy",
                 "-o", mnt / "probe" / "m.onnx", "--no-eval", "-q")
     assert probe.rc == 0, probe.err
     size = (mnt / "probe" / "m.onnx").stat().st_size
     shutil.rmtree(mnt / "probe")
     fill(_pages(size))
-    q = ptq("quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json",
+    q = ptq("quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json", "--algo", "entropy",
             "-o", mnt / "q" / "m.onnx", "--no-eval", "-q")
     assert "No space left on device" in one_line_error(q, "quantize")
     assert not (mnt / "q").exists() or list((mnt / "q").iterdir()) == []
@@ -283,9 +283,9 @@ def test_unwritable_output_fails_before_the_pass(tmp_path: Path, readonly_dir: P
     runs = ptq_all(
         ["calibrate", digits_model_path, "--data", missing, *RAW, "-o", readonly_dir / "out"],
         ["calibrate", digits_model_path, "--data", missing, *RAW, "-o", tmp_path / "afile" / "out"],
-        ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json",
+        ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json", "--algo", "entropy",
          "-o", readonly_dir / "m.onnx", "--no-eval"],
-        ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json",
+        ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json", "--algo", "entropy",
          "-o", tmp_path, "--no-eval"])  # -o names a folder
     for done, command in zip(runs, ["calibrate", "calibrate", "quantize", "quantize"]):
         line = one_line_error(done, command)
@@ -326,14 +326,14 @@ def test_trt_version_is_validated_and_written_as_tensorrt_does(
     cal = ["calibrate", digits_model_path, "--data", images, *RAW, "--max-images", "10", "-q"]
     bad_cal, bad_q, good = ptq_all(
         [*cal, "--trt-version=-3", "-o", tmp_path / "bad"],
-        ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json",
+        ["quantize", digits_model_path, "--ranges", sets["new"] / "ranges.json", "--algo", "entropy",
          "--trt-version", "garbage", "-o", tmp_path / "bad" / "m.onnx", "--no-eval"],
         [*cal, "--trt-version", "8.6.1.6", "-o", tmp_path / "good"])
     assert "bad TensorRT version '-3'" in one_line_error(bad_cal, "calibrate")  # was TRT--3000-
     assert "bad --trt-version 'garbage'" in one_line_error(bad_q, "quantize")
     assert not (tmp_path / "bad").exists()
     assert good.rc == 0, good.err
-    assert read_cache(tmp_path / "good" / "calib.entropy.cache").version == 8 * 1000 + 6 * 100 + 1
+    assert read_cache(tmp_path / "good" / "calib.auto.cache").version == 8 * 1000 + 6 * 100 + 1
     expected = {"10.3": 10 * 10000 + 3 * 100, "100300": 100300, "8.6": 8600, "11": 110000}
     for version, header in expected.items():
         assert parse_cache(render_cache({"t": 1.0}, trt_version=version)).version == header
