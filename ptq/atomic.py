@@ -332,7 +332,8 @@ def _test_pause(step: str) -> None:
     Waits up to 30 s; a signal ends the wait (raised at once, or held back and recorded)."""
     if os.environ.get("PTQ_TEST_PAUSE") != step:
         return
-    print(f"ptq-test: paused at {step}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"ptq-test: paused at {step}\n")
+    sys.stderr.flush()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not _held:
         time.sleep(0.02)

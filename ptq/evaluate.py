@@ -16,8 +16,8 @@ from ptq.datasets.base import Batch
 from ptq.errors import DataError
 from ptq.datasets.preprocess import detect_layout
 from ptq.graph.model import graph_inputs, load_model
-from ptq.metrics import (METRICS, Comparison, Metric, OutputSpec, compare_outputs, default_metrics,
-                         output_specs)
+from ptq.metrics import METRICS, Comparison, Metric, compare_outputs, default_metrics
+from ptq.output_kinds import OutputSpec, output_specs
 
 
 def run_model(model: str | Path | onnx.ModelProto, batches: Sequence[Batch], *,

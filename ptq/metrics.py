@@ -33,23 +33,19 @@ model's input layout (`infer_spec`, rules in its docstring), overridable by name
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptq.errors import ConfigError
+from ptq.maps import box_f1, map_iou
+from ptq.output_kinds import OutputSpec, infer_spec, output_specs
 
 SNR_CAP_DB = 300.0      # identical outputs: a finite number JSON can hold
-MAP_THRESHOLD = 0.3     # DBNet's binarization threshold (PaddleOCR det_db_thresh)
-BOX_IOU = 0.5           # a candidate text box matches a reference box at IoU >= 0.5
-MIN_BOX_SIDE = 3        # PaddleOCR drops boxes whose shorter side is under 3 pixels
-DETECTION_ASPECT = 8    # 3-D output with one axis >= 8x the other: a detection head
 # Below these a metric is flagged LOW in every summary: a model is never called good
 # while one of its outputs is this far from FP32.
 LOW = {"cosine": 0.98, "top1": 0.95, "top5": 0.98, "map-iou": 0.9, "box-f1": 0.9, "snr": 20.0}
-
-KINDS = ("classes", "sequence", "dense", "map", "detection", "tensor")
 
 
 # ---------------------------------------------------------------- elementwise metrics
@@ -88,117 +84,6 @@ def snr_db(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(min(SNR_CAP_DB, 10.0 * np.log10(signal / noise)))
 
 
-# ---------------------------------------------------------------- output kinds
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """How one output is read: its kind, its class axis (None: no top-k) and, for
-    detection heads, named channel groups along `group_axis` scored separately."""
-
-    kind: str = "tensor"
-    class_axis: int | None = None
-    threshold: float = MAP_THRESHOLD
-    groups: tuple[tuple[str, int, int | None], ...] = ()  # (name, start, stop) along group_axis
-    group_axis: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown output kind {self.kind!r}; choose from {', '.join(KINDS)}")
-
-    def describe(self) -> str:
-        axis = "" if self.class_axis is None else f", class axis {self.class_axis}"
-        groups = "" if not self.groups else \
-            f", groups {' '.join(g[0] for g in self.groups)} on axis {self.group_axis}"
-        return f"{self.kind}{axis}{groups}"
-
-
-def infer_spec(shape: Sequence[int], input_layout: str = "NCHW",
-               sample: np.ndarray | None = None) -> OutputSpec:
-    """The reading of an output from its shape (sample axis first), documented rules:
-
-    - [N] or [N,1]: a score per sample: `tensor` (no top-k).
-    - [N,C], C > 1: `classes`, class axis 1.
-    - [N,A,B]: `sequence` with the class axis LAST (CTC recognizers [N,T,C], token
-      logits), unless the values are not class scores and one axis is >= 8x the other:
-      then a `detection` head whose attributes lie on the short axis (YOLOv5 [N,25200,85],
-      YOLOv8 [N,84,8400]), scored as groups "box" (attributes 0-3) and "scores" (the rest:
-      objectness and class scores) so the box coordinates cannot hide broken scores.
-      "Class scores" = probabilities along the last axis (non-negative, summing to 1), as
-      a CTC head's Softmax gives; without a sample to look at, `sequence`.
-    - [N,C,H,W] (or [N,H,W,C] when the model's image input is NHWC): C == 1 is a `map`
-      (DBNet probability, heat map): no top-1, map IoU and box agreement instead; C > 1 is
-      `dense` per-pixel classes on the channel axis.
-    - anything else: `tensor` (cosine and errors only).
-    """
-    shape = tuple(int(d) for d in shape)
-    nd = len(shape)
-    if nd <= 1 or (nd == 2 and shape[1] == 1):
-        return OutputSpec("tensor")
-    if nd == 2:
-        return OutputSpec("classes", 1)
-    if nd == 3:
-        a, b = shape[1], shape[2]
-        if sample is not None and not _is_distribution(sample) and \
-                max(a, b) >= DETECTION_ASPECT * min(a, b) and min(a, b) > 4:
-            axis = 1 if a < b else 2
-            return OutputSpec("detection", None, groups=(("box", 0, 4), ("scores", 4, None)),
-                              group_axis=axis)
-        return OutputSpec("sequence", 2)
-    if nd == 4:
-        axis = 3 if input_layout.upper() == "NHWC" else 1
-        return OutputSpec("map") if shape[axis] == 1 else OutputSpec("dense", axis)
-    return OutputSpec("tensor")
-
-
-def _is_distribution(x: np.ndarray) -> bool:
-    x = np.asarray(x, np.float64)
-    return bool(x.size and x.min() >= -1e-6 and np.allclose(x.sum(-1), 1.0, atol=1e-3))
-
-
-def parse_spec_override(text: str) -> tuple[str, OutputSpec]:
-    """'NAME=KIND[:AXIS]' (e.g. 'softmax_2.tmp_0=sequence:2', 'maps=map', 'out=classes:-1',
-    'heads=detection:1') -> (name, spec). AXIS is the class axis, or for `detection` the
-    attribute axis; for `map` it is a threshold ('maps=map:0.5')."""
-    name, sep, rest = text.rpartition("=")
-    kind, _, arg = rest.partition(":")
-    if not sep or not name or kind not in KINDS:
-        raise ConfigError(f"bad output spec {text!r}: expected NAME=KIND[:AXIS] with KIND one of "
-                          f"{', '.join(KINDS)}", hint="e.g. --output-kind probs=sequence:2 maps=map:0.3")
-    try:
-        if kind == "map":
-            return name, OutputSpec("map", threshold=float(arg) if arg else MAP_THRESHOLD)
-        axis = int(arg) if arg else None
-    except ValueError:
-        raise ConfigError(f"bad output spec {text!r}: {arg!r} is not a number",
-                          hint="e.g. --output-kind probs=sequence:2") from None
-    if kind == "detection":
-        return name, OutputSpec("detection", groups=(("box", 0, 4), ("scores", 4, None)),
-                                group_axis=1 if axis is None else axis)
-    if kind in ("classes", "sequence", "dense"):
-        default = {"classes": 1, "sequence": -1, "dense": 1}[kind]
-        return name, OutputSpec(kind, default if axis is None else axis)
-    return name, OutputSpec("tensor")
-
-
-def output_specs(outputs: Mapping[str, np.ndarray], input_layout: str = "NCHW",
-                 overrides: Mapping[str, OutputSpec] | None = None) -> dict[str, OutputSpec]:
-    """A spec for every output (overrides by name win; an unknown name is an error)."""
-    overrides = dict(overrides or {})
-    unknown = set(overrides) - set(outputs)
-    if unknown:
-        raise ConfigError(f"--output-kind names {sorted(unknown)} are not outputs of the model",
-                          hint=f"outputs: {', '.join(outputs)}")
-    out = {}
-    for name, value in outputs.items():
-        spec = overrides.get(name)
-        if spec is None:
-            spec = infer_spec(value.shape, input_layout, value[:4] if value.ndim else None)
-        elif spec.class_axis is not None and value.ndim:
-            spec = replace(spec, class_axis=spec.class_axis % value.ndim)
-        out[name] = spec
-    return out
-
-
 # ---------------------------------------------------------------- class metrics
 
 def _classes_last(x: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -228,111 +113,6 @@ def top1_accuracy(cand: np.ndarray, labels: np.ndarray, axis: int = 1) -> float:
 def top5_accuracy(cand: np.ndarray, labels: np.ndarray, axis: int = 1) -> float:
     return float(np.mean((_topk(_classes_last(cand, axis), 5) ==
                           np.asarray(labels)[..., None]).any(-1)))
-
-
-# ---------------------------------------------------------------- maps and boxes
-
-def _planes(x: np.ndarray) -> np.ndarray:
-    """[N,1,H,W] / [N,H,W,1] / [N,H,W] -> [N,H,W]."""
-    x = np.asarray(x)
-    if x.ndim == 4:
-        x = x[:, 0] if x.shape[1] == 1 else x[..., 0]
-    if x.ndim != 3:
-        raise ConfigError(f"map metrics need [N,1,H,W] maps; output has shape {x.shape}")
-    return x
-
-
-def map_iou(ref: np.ndarray, cand: np.ndarray, threshold: float = MAP_THRESHOLD) -> float:
-    """IoU of the binarized maps, pooled over samples; two empty maps agree (1.0)."""
-    r, c = _planes(ref) > threshold, _planes(cand) > threshold
-    union = int(np.count_nonzero(r | c))
-    return 1.0 if union == 0 else float(np.count_nonzero(r & c) / union)
-
-
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """4-connected components of a 2-D boolean mask -> (labels 0 = background, 1..k; k).
-
-    Pure numpy: every foreground pixel points at the smallest index in its neighbourhood,
-    then pointer jumping (p = p[p]) spreads the minimum; repeat until nothing changes.
-    Converges in O(log diameter) rounds for compact shapes like text lines."""
-    mask = np.asarray(mask, bool)
-    h, w = mask.shape
-    idx = np.arange(h * w).reshape(h, w)
-    big = h * w
-    p = np.where(mask, idx, big).ravel()
-    p = np.append(p, big)  # p[big] = big: background points at the sentinel
-    fg = mask.ravel()
-    while True:
-        q = p[:-1].reshape(h, w)
-        m = q.copy()
-        m[1:] = np.minimum(m[1:], np.where(mask[:-1] & mask[1:], q[:-1], big))
-        m[:-1] = np.minimum(m[:-1], np.where(mask[1:] & mask[:-1], q[1:], big))
-        m[:, 1:] = np.minimum(m[:, 1:], np.where(mask[:, :-1] & mask[:, 1:], q[:, :-1], big))
-        m[:, :-1] = np.minimum(m[:, :-1], np.where(mask[:, 1:] & mask[:, :-1], q[:, 1:], big))
-        new = np.append(np.where(fg, m.ravel(), big), big)
-        new = np.minimum(new, new[new])  # pointer jumping
-        new = new[new]
-        if np.array_equal(new, p):
-            break
-        p = new
-    roots = p[:-1]
-    uniq, inv = np.unique(roots[fg], return_inverse=True)
-    labels = np.zeros(h * w, np.int64)
-    labels[fg] = inv + 1
-    return labels.reshape(h, w), len(uniq)
-
-
-def map_boxes(plane: np.ndarray, threshold: float = MAP_THRESHOLD,
-              min_side: int = MIN_BOX_SIDE) -> np.ndarray:
-    """Axis-aligned boxes [k, 4] (x1, y1, x2, y2; x2/y2 exclusive) of the connected
-    components of `plane > threshold`, dropping those with a side under `min_side`."""
-    labels, k = label_components(np.asarray(plane) > threshold)
-    if k == 0:
-        return np.zeros((0, 4), np.float64)
-    ys, xs = np.nonzero(labels)
-    lab = labels[ys, xs] - 1
-    x1 = np.full(k, np.iinfo(np.int64).max); y1 = x1.copy()  # noqa: E702
-    x2 = np.full(k, -1); y2 = x2.copy()  # noqa: E702
-    np.minimum.at(x1, lab, xs); np.minimum.at(y1, lab, ys)  # noqa: E702
-    np.maximum.at(x2, lab, xs); np.maximum.at(y2, lab, ys)  # noqa: E702
-    boxes = np.stack([x1, y1, x2 + 1, y2 + 1], axis=1).astype(np.float64)
-    keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= min_side
-    return boxes[keep]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of `a` [n,4] with every box of `b` [m,4] -> [n, m]."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
-def match_boxes(ref: np.ndarray, cand: np.ndarray, iou: float = BOX_IOU) -> int:
-    """One-to-one matches at IoU >= `iou`, highest IoU first (greedy)."""
-    m = box_iou(ref, cand)
-    matched = 0
-    while m.size and m.max() >= iou:
-        i, j = np.unravel_index(int(np.argmax(m)), m.shape)
-        matched += 1
-        m[i, :] = -1.0
-        m[:, j] = -1.0
-    return matched
-
-
-def box_f1(ref: np.ndarray, cand: np.ndarray, threshold: float = MAP_THRESHOLD,
-           iou: float = BOX_IOU) -> float:
-    """Text-box agreement of two map batches: 2 * matched / (#ref + #cand), pooled."""
-    matched = total = 0
-    for r, c in zip(_planes(ref), _planes(cand)):
-        rb, cb = map_boxes(r, threshold), map_boxes(c, threshold)
-        matched += match_boxes(rb, cb, iou)
-        total += len(rb) + len(cb)
-    return 1.0 if total == 0 else 2.0 * matched / total
 
 
 # ---------------------------------------------------------------- the registry

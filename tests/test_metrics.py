@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ptq.errors import ConfigError
-from ptq.metrics import (METRICS, OutputSpec, box_f1, compare_outputs, cosine, infer_spec,
-                         label_components, map_boxes, map_iou, output_specs, parse_spec_override,
-                         top1_agreement)
+from ptq.maps import box_f1, label_components, map_boxes, map_iou
+from ptq.metrics import METRICS, compare_outputs, cosine, top1_agreement
+from ptq.output_kinds import OutputSpec, infer_spec, output_specs, parse_spec_override
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

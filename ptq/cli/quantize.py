@@ -17,7 +17,7 @@ from ptq.errors import ConfigError, DataError
 from ptq.graph.model import graph_inputs, load_model
 from ptq.graph.rules import DEFAULT_OP_TYPES
 from ptq.evaluate import accuracy_lines, accuracy_report
-from ptq.metrics import parse_spec_override
+from ptq.output_kinds import parse_spec_override
 from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantize_with_summary,
                               save_model)
 from ptq.trtexec import commands_text, shapes_for, trt_commands

@@ -130,7 +130,7 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace, outdir: Path):
-    from ptq.metrics import parse_spec_override
+    from ptq.output_kinds import parse_spec_override
     from ptq.quantization import QuantizeConfig
     from ptq.sensitivity import AutoConfig
     from ptq.sensitivity.cache import CACHE_DIRNAME

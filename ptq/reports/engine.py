@@ -21,8 +21,9 @@ def load_bench(path: str | Path) -> list[dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         results = data["results"]
-        assert isinstance(results, list) and all("metrics" in r and "label" in r for r in results)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        if not (isinstance(results, list) and all("metrics" in r and "label" in r for r in results)):
+            raise ValueError("results are not a list of {label, metrics}")
+    except (OSError, ValueError, KeyError, TypeError):
         raise DataError("not a `ptq bench --json` file", path=path,
                         hint="write it with ptq bench ... --json bench.json") from None
     return results

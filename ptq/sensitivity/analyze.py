@@ -26,8 +26,8 @@ from ptq.evaluate import run_model
 from ptq.graph.model import load_model, model_sha256
 from ptq.datasets.preprocess import detect_layout
 from ptq.graph.model import graph_inputs
-from ptq.metrics import (NotApplicable, OutputSpec, compare_outputs, default_metrics, get_metric,
-                         output_specs)
+from ptq.metrics import NotApplicable, compare_outputs, default_metrics, get_metric
+from ptq.output_kinds import OutputSpec, output_specs
 from ptq.quantization import (Pin, Precision, QuantizeConfig, match_nodes, quantizable_nodes,
                               resolve_pins)
 from ptq.sensitivity.cache import ReferenceCache, reference_key

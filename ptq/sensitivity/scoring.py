@@ -18,7 +18,8 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ptq.errors import ConfigError
-from ptq.metrics import METRICS, Metric, OutputSpec, get_metric, output_specs
+from ptq.metrics import METRICS, Metric, get_metric
+from ptq.output_kinds import OutputSpec, output_specs
 from ptq.sensitivity.detection import DETECTION_METRICS, DetectionScorer
 from ptq.sensitivity.hooks import EvalMeta, HookScorer, checked_score, is_hook_spec
 

@@ -17,7 +17,8 @@ from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
 from ptq.cli import main
 from ptq.evaluate import run_model
 from ptq.graph.model import load_model
-from ptq.metrics import box_f1, compare_outputs, map_boxes, map_iou
+from ptq.maps import box_f1, map_boxes, map_iou
+from ptq.metrics import compare_outputs
 from ptq.quantization import quantize
 from ptq.table import CalibrationTable
 
