@@ -74,12 +74,12 @@ def step_quantize(res: DemoResult, progress: Callable[[int], None] | None = None
 
 
 def step_sensitivity(res: DemoResult, progress: Callable[[int], None] | None = None):
-    """Leave-one-out FP16 pins ranked by cosine, then a greedy fallback to cosine >= 0.985."""
+    """Leave-one-out FP16 pins ranked by cosine, then a greedy fallback to cosine >= 0.995 (issue 10: at most 3 pins)."""
     from ptq.sensitivity import (Analysis, AutoConfig, SensitivityConfig, SensitivityRun,
                                  write_outputs as write_sensitivity)
 
     config = SensitivityConfig(metrics=("cosine", "top1", "max-abs"), preprocess=PREPROCESS,
-                               auto=AutoConfig(target="cosine>=0.985", max_pins=5),
+                               auto=AutoConfig(target="cosine>=0.995", max_pins=3),
                                cache_dir=res.outdir / ".ptq-cache")
     analysis = Analysis(res.model, res.photos, config, res.table)
     layers = analysis.rank(progress)

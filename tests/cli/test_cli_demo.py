@@ -41,10 +41,11 @@ def test_demo_writes_every_artifact_and_they_agree(tmp_path: Path, capsys) -> No
     precisions = layer_precisions(auto)
     assert pins == sens["auto"]["pins"]
     assert all(precisions[p["node"]] is Precision.FP16 for p in pins)
-    if pins:
-        assert sens["auto"]["metrics"]["cosine"] > sens["baseline"]["metrics"]["cosine"]
-    else:  # the default (auto + bias correction) already meets the demo's cosine target all-INT8
-        assert sens["auto"]["met"] and sens["baseline"]["metrics"]["cosine"] >= 0.985
+    # the default (auto + bias correction) gives cosine ~0.993 all-INT8 on the photos; the demo's
+    # target, 0.995, needs the fallback (measured: 1 FP16 pin); issue 10 allows at most 3
+    assert sens["auto"]["target"] == "cosine>=0.995" and sens["auto"]["met"]
+    assert 1 <= len(pins) <= 3
+    assert sens["auto"]["metrics"]["cosine"] > sens["baseline"]["metrics"]["cosine"]
 
     html = (out / "report.html").read_text()
     assert "efficientnet_lite0" in html and best["node"] in html
