@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ptq.errors import ConfigError, DataError, PtqError
+from ptq.maps import box_iou as iou_matrix  # one IoU for text boxes and detections
 from ptq.sensitivity.hooks import EvalMeta, checked_score, load_hook
 
 COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))
@@ -47,18 +48,6 @@ class Detections:
 class GroundTruth:
     boxes: np.ndarray    # [k, 4]
     classes: np.ndarray  # [k] int
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` [n,4] with every box in `b` [m,4] -> [n, m]."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
 
 
 def match_class(dets: Sequence[Detections], gts: Sequence[GroundTruth], cls: int,
