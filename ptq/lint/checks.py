@@ -125,8 +125,7 @@ def check_residual(v: QdqView) -> list[Finding]:
         skip_pair = v.quantized(node.name, skip)
         if skip_pair is None and backbone is not None and v.is_int8_conv(backbone):
             tensor = node.input[skip]
-            existing = [p for p in v.pairs_of.get(tensor, []) if not p.weight]
-            fix = ("reuse", node.name, skip, existing[0].dq_output) if existing else None
+            fix = _reuse_fix(v, node, skip, tensor)
             out.append(Finding(
                 "residual-skip-unquantized", "warning", [node.name, conv],
                 f"residual {node.name}: the skip input {tensor} has no Q/DQ while {conv} "
@@ -138,6 +137,12 @@ def check_residual(v: QdqView) -> list[Finding]:
                 fix_note="" if fix else f"no Q/DQ of {tensor} exists in the model to reuse; "
                                         "re-quantize with `ptq quantize` (residual rule on)"))
     return out
+
+
+def _reuse_fix(v: QdqView, node: onnx.NodeProto, slot: int, tensor: str) -> tuple | None:
+    """Feed input `slot` of `node` from a Q/DQ of `tensor` already in the model (no new scale)."""
+    existing = [p for p in v.pairs_of.get(tensor, []) if not p.weight]
+    return ("reuse", node.name, slot, existing[0].dq_output) if existing else None
 
 
 def check_pooling(v: QdqView) -> list[Finding]:
@@ -159,8 +164,7 @@ def check_pooling(v: QdqView) -> list[Finding]:
                              if b is not None), None)
         if backbone is None or not v.is_int8_conv(backbone):
             continue
-        existing = [p for p in v.pairs_of.get(node.input[0], []) if not p.weight]
-        fix = ("reuse", node.name, 0, existing[0].dq_output) if existing else None
+        fix = _reuse_fix(v, node, 0, node.input[0])
         out.append(Finding(
             "unquantized-pooling", "warning", [node.name, v.g.nodes[backbone].name],
             f"{node.name} ({node.op_type}) reads {node.input[0]} in float although "
