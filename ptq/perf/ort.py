@@ -17,7 +17,7 @@ import numpy as np
 from ptq.backends.ort import OrtRunner
 from ptq.errors import BackendUnavailable, ConfigError, exception_line
 from ptq.graph.model import TensorInfo
-from ptq.perf.stats import BenchConfig, BenchResult
+from ptq.perf.stats import BenchConfig, BenchResult, time_queries
 
 
 # Random inputs larger than this are refused before allocation: a typo in --shapes
@@ -102,19 +102,7 @@ def bench_ort(model: str | Path, config: BenchConfig = BenchConfig(), *, device:
                               f"{_shape_text(feeds)}: {exception_line(exc, last=True)}",
                               path=model, hint="check --shapes against the model's inputs"
                               ) from None
-        t_end = time.perf_counter() + config.warmup_ms / 1000.0
-        while time.perf_counter() < t_end:
-            step()
-        enq, h2d, comp, d2h = [], [], [], []
-        start = time.perf_counter()
-        deadline = start + config.duration_s
-        while len(comp) < config.iterations or time.perf_counter() < deadline:
-            a, b, c, e = step()
-            h2d.append(a)
-            comp.append(b)
-            d2h.append(c)
-            enq.append(e)
-        wall = time.perf_counter() - start
+        enq, h2d, comp, d2h, wall = time_queries(step, config)
     res = BenchResult.from_queries(label or Path(model).stem, f"ort-{device}", enqueue=enq,
                                    h2d=h2d, compute=comp, d2h=d2h, walltime_s=wall, batch=batch,
                                    source=str(model))

@@ -15,9 +15,10 @@ session computes (the names are kept so results line up with trtexec's).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Sequence
+from typing import Callable, Sequence
 
 PER_QUERY = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
 METRICS = ("Throughput", *PER_QUERY, "Total Host Walltime", "Total GPU Compute Time")
@@ -49,6 +50,29 @@ class BenchConfig:
     duration_s: float = 3.0       # trtexec --duration default
     iterations: int = 10          # trtexec --iterations default (a minimum, like trtexec)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def time_queries(query: Callable[[], tuple[float, float, float, float]], config: BenchConfig
+                 ) -> tuple[list[float], list[float], list[float], list[float], float]:
+    """trtexec's loop: warm up for `warmup_ms`, then time queries until both `iterations`
+    and `duration_s` are reached. `query()` returns (h2d, compute, d2h, enqueue) in ms;
+    returns the enqueue, h2d, compute and d2h series and the timed wall seconds."""
+    end = time.perf_counter() + config.warmup_ms / 1000.0
+    while time.perf_counter() < end:
+        query()
+    enq: list[float] = []
+    h2d: list[float] = []
+    comp: list[float] = []
+    d2h: list[float] = []
+    start = time.perf_counter()
+    deadline = start + config.duration_s
+    while len(comp) < config.iterations or time.perf_counter() < deadline:
+        a, b, c, e = query()
+        h2d.append(a)
+        comp.append(b)
+        d2h.append(c)
+        enq.append(e)
+    return enq, h2d, comp, d2h, time.perf_counter() - start
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ptq.errors import BackendUnavailable, ConfigError
-from ptq.perf.stats import BenchConfig, BenchResult
+from ptq.perf.stats import BenchConfig, BenchResult, time_queries
 
 
 def _modules():
@@ -89,18 +89,7 @@ def bench_tensorrt(plan: str | Path, config: BenchConfig = BenchConfig(),
         ms = [_ok(cudart.cudaEventElapsedTime(events[k], events[k + 1])) for k in range(3)]
         return ms[0], ms[1], ms[2], enq
 
-    end = time.perf_counter() + config.warmup_ms / 1000.0
-    while time.perf_counter() < end:
-        query()
-    enq, h2d, comp, d2h = [], [], [], []
-    start = time.perf_counter()
-    while len(comp) < config.iterations or time.perf_counter() - start < config.duration_s:
-        a, b, c, e = query()
-        h2d.append(a)
-        comp.append(b)
-        d2h.append(c)
-        enq.append(e)
-    wall = time.perf_counter() - start
+    enq, h2d, comp, d2h, wall = time_queries(query, config)
     for ptr in dev.values():
         cudart.cudaFree(ptr)
     batch = host[inputs[0]].shape[0] if inputs and host[inputs[0]].ndim else None
