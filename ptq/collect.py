@@ -22,7 +22,7 @@ from ptq.errors import CalibrationError, ConfigError, InternalError
 from ptq.graph.edit import add_outputs
 from ptq.graph.model import Activation, activations
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
-from ptq.kernels import kernel_name, warm_up
+from ptq.kernels import kernel_name, observe, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -51,34 +51,49 @@ class TensorStatistics:
 
     def update(self, x: Any, scratch: Scratch | None = None,
                minmax: tuple[float, float] | None = None) -> None:
-        """Add one batch: `x` a numpy array or a `ptq.device_stats.DeviceTensor`; `minmax`
-        when the caller already reduced it (the device path reduces a whole batch at once)."""
+        """Add one batch: `x` a numpy array (one fused pass, ptq.kernels.observe) or a
+        `ptq.cuda_stats.DeviceTensor` with the `minmax` its caller reduced for the whole batch."""
         if x.size == 0:
             return
-        lo, hi = minmax if minmax is not None else (float(x.min()), float(x.max()))
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            kind = "NaN" if math.isnan(lo) or math.isnan(hi) else "Inf"
-            where = f"node '{self.activation.producer}' ({self.activation.op_type})" \
-                if self.activation.producer else "the graph input"
-            raise CalibrationError(f"tensor '{self.activation.name}' from {where} contains {kind}",
-                                   hint="check the preprocessing (scale/mean/std) and the model's "
-                                        "FP32 outputs on these images; ptq never writes NaN/Inf ranges")
+        sums = self._channel_target(x)
+        if isinstance(x, np.ndarray):
+            lo, hi = observe(x, self.histogram, sums, scratch)
+            self._check_finite(lo, hi)
+        else:
+            lo, hi = minmax if minmax is not None else x.minmax()
+            self._check_finite(lo, hi)
+            self.histogram.update(x, max(-lo, hi))
+            if sums is not None:
+                x.add_channel_sums(sums)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.count += int(x.size)
         self.sample_shape = tuple(x.shape[1:]) if x.ndim else ()
-        self.histogram.update(x, max(-lo, hi), scratch)
-        self._update_channel_sum(x)
+        if sums is not None:
+            self.channel_count += x.size // x.shape[1]
 
-    def _update_channel_sum(self, x: np.ndarray) -> None:
-        if x.ndim < 2 or x.shape[1] == 0 or (self.count > x.size and self.channel_sum is None):
+    def _check_finite(self, lo: float, hi: float) -> None:
+        if math.isfinite(lo) and math.isfinite(hi):
             return
-        if self.channel_sum is not None and len(self.channel_sum) != x.shape[1]:
-            self.channel_sum = None  # channel count changed between batches: no means
-            return
-        per_sample = x.reshape(x.shape[0], x.shape[1], -1).sum(axis=2, dtype=np.float32)
-        sums = per_sample.sum(axis=0, dtype=np.float64)
-        self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
-        self.channel_count += x.size // x.shape[1]
+        kind = "NaN" if math.isnan(lo) or math.isnan(hi) else "Inf"
+        where = f"node '{self.activation.producer}' ({self.activation.op_type})" \
+            if self.activation.producer else "the graph input"
+        raise CalibrationError(f"tensor '{self.activation.name}' from {where} contains {kind}",
+                               hint="check the preprocessing (scale/mean/std) and the model's "
+                                    "FP32 outputs on these images; ptq never writes NaN/Inf ranges")
+
+    def _channel_target(self, x: Any) -> np.ndarray | None:
+        """The float64 per-channel (axis 1) sums this batch adds to, or None: rank < 2, or
+        the channel count changed between batches (then there are no means at all)."""
+        if x.ndim < 2 or x.shape[1] == 0:
+            return None
+        if self.channel_sum is None:
+            if self.count:  # earlier batches gave up on the means
+                return None
+            self.channel_sum = np.zeros(x.shape[1], np.float64)
+        elif len(self.channel_sum) != x.shape[1]:
+            self.channel_sum = None
+            return None
+        return self.channel_sum
 
     @property
     def channel_mean(self) -> np.ndarray | None:
@@ -265,7 +280,7 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
     local = threading.local()
     bad: dict[str, CalibrationError] = {}
 
-    def observe(outputs: dict[str, np.ndarray], name: str) -> None:
+    def task(outputs: dict[str, np.ndarray], name: str) -> None:
         scratch = getattr(local, "scratch", None)
         if scratch is None:
             scratch = local.scratch = Scratch()
@@ -279,8 +294,9 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
             outputs.update((n, batch.feeds[n]) for n in inputs)
             _finish(pending, previous, stats, bad, progress)
             # One task per tensor, largest first: the pool balances the cores by itself.
-            order = sorted(outputs, key=lambda n: -outputs[n].size)
-            pending = [pool.submit(observe, outputs, name) for name in order]
+            sizes = {n: v.size for n, v in outputs.items()}
+            order = sorted(sizes, key=lambda n: -sizes[n])
+            pending = [pool.submit(task, outputs, name) for name in order]
             previous = batch
             del outputs
         _finish(pending, previous, stats, bad, progress)
