@@ -210,11 +210,13 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
 
 def _device_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics,
                  inputs: list[str], names: list[str], fixed_batch: int | None,
-                 progress: Callable[[int], None] | None) -> None:
-    """Per batch: one run, one min/max transfer, one counts transfer (ptq/cuda_stats.py)."""
+                 progress: Callable[[int], None] | None, *, on_host: bool = False) -> None:
+    """Per batch: one run, one min/max transfer, one transfer of the counts and channel sums
+    (ptq/cuda_stats.py). on_host: the same pass by torch on the CPU over host outputs, so
+    that machines without a GPU can check it against the host pass."""
     from ptq.cuda_stats import DeviceOutputs
 
-    outputs = DeviceOutputs(runner.session, names, runner.device_id)
+    outputs = DeviceOutputs(runner.session, names, None if on_host else runner.device_id)
     for batch in _usable(batches, fixed_batch):
         values = outputs.run(batch.feeds)
         values.update((n, outputs.upload(batch.feeds[n])) for n in inputs)

@@ -88,7 +88,30 @@ class DeviceTensor:
         self.size = int(tensor.numel())
         self.shape = tuple(tensor.shape)
         self.ndim = tensor.ndim
-        self.pending: Any = None
+        self.pending: Any = None                     # counts on the device, not yet added
+        self.pending_sums: tuple[Any, np.ndarray] | None = None  # (device sums, host target)
+
+    def minmax(self) -> tuple[float, float]:
+        """(min, max) of this tensor alone: one host sync (`DeviceOutputs.minmax` takes a
+        whole batch's with one)."""
+        import torch
+
+        lo, hi = torch.aminmax(self.tensor.reshape(-1))
+        return float(lo), float(hi)
+
+    def channel_sums(self) -> Any:
+        """float64 sums over every axis but 1, on the device (the sum casts each value to
+        float64 as it reads it: no float64 copy of the tensor)."""
+        import torch
+
+        axes = [0, *range(2, self.ndim)]
+        return torch.sum(self.tensor, dim=axes, dtype=torch.float64)
+
+    def add_channel_sums(self, target: np.ndarray) -> None:
+        """Deferred like the counts: `DeviceOutputs.add_pending` adds them to `target`."""
+        if self.ndim < 2 or len(target) != self.shape[1]:
+            raise InternalError(f"{len(target)} channel sums for a tensor of shape {self.shape}")
+        self.pending_sums = (self.channel_sums(), target)
 
     def counts(self, bin_width: float, num_bins: int) -> Any:
         """ptq.kernels.bin_counts on the device (a device tensor): same index, same fold."""
@@ -161,22 +184,31 @@ class DeviceOutputs:
 
     @staticmethod
     def add_pending(values: dict[str, DeviceTensor], histograms: dict[str, Any]) -> None:
-        """Every tensor's deferred counts in one transfer, added to its histogram."""
+        """Every tensor's deferred counts and channel sums in one transfer, added where they
+        belong (the sums travel as the int64 bit patterns of their float64 values)."""
         import torch
 
-        names = [n for n, v in values.items() if v.pending is not None]
-        if not names:
+        parts, sinks = [], []
+        for name, value in values.items():
+            if value.pending is not None:
+                counts = histograms[name].counts
+                if len(counts) != value.pending.numel():
+                    raise InternalError(f"the histogram of '{name}' changed size after counting")
+                parts.append(value.pending)
+                sinks.append((counts, None))
+            if value.pending_sums is not None:
+                sums, target = value.pending_sums
+                parts.append(sums.view(torch.int64))
+                sinks.append((target, np.float64))
+            value.pending = value.pending_sums = None
+        if not parts:
             return
-        flat = torch.cat([values[n].pending for n in names]).cpu().numpy()
+        flat = torch.cat(parts).cpu().numpy()
         start = 0
-        for n in names:
-            size = values[n].pending.numel()
-            counts = histograms[n].counts
-            if len(counts) != size:
-                raise InternalError(f"the histogram of '{n}' changed size after counting")
-            counts += flat[start:start + size]
-            values[n].pending = None
-            start += size
+        for sink, dtype in sinks:
+            chunk = flat[start:start + len(sink)]
+            sink += chunk if dtype is None else chunk.view(dtype)
+            start += len(sink)
 
     @staticmethod
     def minmax(values: dict[str, DeviceTensor]) -> dict[str, tuple[float, float] | None]:
