@@ -19,10 +19,11 @@ import onnx
 from ptq.backends.ort import OrtRunner, default_threads, resolve_providers
 from ptq.datasets.base import Batch
 from ptq.errors import CalibrationError, ConfigError, InternalError
+from ptq.graph.derived import ReluOf, relu_like
 from ptq.graph.edit import add_outputs
 from ptq.graph.model import Activation, activations
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
-from ptq.kernels import kernel_name, observe, warm_up
+from ptq.kernels import kernel_name, observe, observe_relu, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,21 @@ class TensorStatistics:
             self.histogram.update(x, max(-lo, hi))
             if sums is not None:
                 x.add_channel_sums(sums)
+        self._record(x, lo, hi, sums)
+
+    def update_with_relu(self, y: TensorStatistics, x: np.ndarray, top: float,
+                         scratch: Scratch | None = None) -> None:
+        """Add this tensor's batch `x` and, from the same pass, the batch of `y` =
+        min(max(x, 0), top), which ONNX Runtime then need not copy out (ptq.graph.derived)."""
+        if x.size == 0:
+            return
+        sx, sy = self._channel_target(x), y._channel_target(x)
+        (lo, hi), (y_lo, y_hi) = observe_relu(x, top, self.histogram, y.histogram, sx, sy, scratch)
+        self._check_finite(lo, hi)
+        self._record(x, lo, hi, sx)
+        y._record(x, y_lo, y_hi, sy)
+
+    def _record(self, x: Any, lo: float, hi: float, sums: np.ndarray | None) -> None:
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.count += int(x.size)
         self.sample_shape = tuple(x.shape[1:]) if x.ndim else ()
@@ -171,7 +187,8 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
                        num_bins: int = DEFAULT_NUM_BINS, providers: str | list[str] = "auto",
                        fixed_batch: int | None = None, acts: list[Activation] | None = None,
                        progress: Callable[[int], None] | None = None,
-                       device: str = "auto", threads: int | None = None) -> Statistics:
+                       device: str = "auto", threads: int | None = None,
+                       derive: bool = True) -> Statistics:
     """One pass of the FP32 model over `batches`, feeding every activation's accumulators.
 
     device "cuda" (the default "auto" picks it when ONNX Runtime runs on its CUDA EP and
@@ -181,17 +198,19 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     tensor, largest first) while ONNX Runtime computes batch k+1, so at most two batches of
     activations exist. ORT's idle-thread spinning is off for this session: spinning workers
     would steal the cores the histogram threads need (measured: 1.9 s -> 1.2 s for 40 images).
+    On the host, outputs of Relu/Clip(0, top) are not copied out but derived from their
+    input's pass (ptq.graph.derived; `derive=False` observes them on their own, as the GPU
+    path does: the same statistics, tests/test_derived.py).
     """
     if device not in STATS_DEVICES:
         raise ConfigError(f"statistics device must be one of {', '.join(STATS_DEVICES)}, got {device!r}")
     acts = activations(model) if acts is None else acts
     stats = Statistics({a.name: TensorStatistics(a, Histogram(num_bins)) for a in acts})
     inputs = [a.name for a in acts if a.producer is None]
-    names = [a.name for a in acts if a.producer is not None]
-    augmented = add_outputs(model, [a.info for a in acts if a.producer is not None])
-    if device != "cpu" and planned_device(providers, device) == "cuda":
-        from ptq.cuda_stats import preload
-        preload()
+    plan = "cpu" if device == "cpu" else planned_device(providers, device)  # preloads torch
+    derived = relu_like(model, acts) if derive and plan == "cpu" else {}
+    names = [a.name for a in acts if a.producer is not None and a.name not in derived]
+    augmented = add_outputs(model, [a.info for a in acts if a.name in set(names)])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
     with OrtRunner(augmented, providers=providers, optimization="all",
                    session_config={"session.intra_op.allow_spinning": "0"}) as runner:
@@ -199,10 +218,12 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
         stats.device = _statistics_device(device, runner)
         log.info("statistics pass on %s, statistics on %s", stats.provider, stats.device)
         if stats.device == "cuda":
+            if derived:
+                raise InternalError("derived statistics were planned for a host pass")
             stats.kernel = "torch"
             _device_pass(runner, batches, stats, inputs, names, fixed_batch, progress)
             return stats
-        _host_pass(runner, batches, stats, inputs, names, fixed_batch, progress,
+        _host_pass(runner, batches, stats, inputs, names, derived, fixed_batch, progress,
                    threads or stats_threads())
         stats.kernel = kernel_name(wait=False)
     return stats
@@ -267,26 +288,26 @@ def _usable(batches: Iterable[Batch], fixed_batch: int | None) -> Iterable[Batch
         yield batch
 
 
-def _observe(stats: Statistics, name: str, x: Any, scratch: Scratch | None,
-             bad: dict[str, CalibrationError]) -> None:
-    try:
-        stats.tensors[name].update(x, scratch)
-    except CalibrationError as exc:  # reported in graph order once the batch is done
-        bad[name] = exc
-
-
 def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, inputs: list[str],
-               names: list[str], fixed_batch: int | None,
+               names: list[str], derived: dict[str, ReluOf], fixed_batch: int | None,
                progress: Callable[[int], None] | None, threads: int) -> None:
     warm_up()  # the fast counting kernel joins once it has loaded (ptq/kernels.py)
     local = threading.local()
     bad: dict[str, CalibrationError] = {}
+    pairs = {d.source: (y, d.top) for y, d in derived.items()}
 
     def task(outputs: dict[str, np.ndarray], name: str) -> None:
         scratch = getattr(local, "scratch", None)
         if scratch is None:
             scratch = local.scratch = Scratch()
-        _observe(stats, name, outputs[name], scratch, bad)
+        try:
+            if name in pairs:
+                y, top = pairs[name]
+                stats.tensors[name].update_with_relu(stats.tensors[y], outputs[name], top, scratch)
+            else:
+                stats.tensors[name].update(outputs[name], scratch)
+        except CalibrationError as exc:  # reported in graph order once the batch is done
+            bad[name] = exc
 
     with ThreadPoolExecutor(threads, thread_name_prefix="ptq-stats") as pool:
         pending: list[Future] = []

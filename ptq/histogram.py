@@ -68,17 +68,37 @@ class Histogram:
             return
         if amax is None:
             amax = float(np.max(np.abs(x)))
+        if self.bin_width == 0.0 and amax == 0.0:
+            self.pending_zeros += int(x.size)
+            return
+        self.grow(amax)
+        self.counts += bin_counts(x, self.bin_width, len(self.counts), scratch)
+
+    def grow(self, amax: float) -> None:
+        """Make the grid cover |x| <= amax > 0 (the first one sets the width)."""
         if self.bin_width == 0.0:
-            if amax == 0.0:
-                self.pending_zeros += int(x.size)
-                return
             self.bin_width = grid_top(amax) / self.num_bins
             self.counts = np.zeros(self.num_bins, np.int64)
             self.counts[0] += self.pending_zeros
             self.pending_zeros = 0
         while amax >= self.upper:
             self._coarsen()
-        self.counts += bin_counts(x, self.bin_width, len(self.counts), scratch)
+
+    def add_counts(self, counts: np.ndarray, width: float) -> None:
+        """Add counts made on a finer grid of the same family (width / 2^k), or on none
+        (width 0: only zeros, all in bin 0). Lossless: fine bin i lies in bin i >> k.
+        The caller has grown this grid to cover them."""
+        if width == 0.0:
+            self.counts[0] += counts[0]
+            return
+        factor = self.bin_width / width
+        k = round(math.log2(factor)) if factor >= 1 else -1
+        if k < 0 or not math.isclose(factor, 2.0 ** k, rel_tol=1e-12):
+            raise ValueError(f"cannot add counts of width {width} to a grid of width {self.bin_width}")
+        nz = np.flatnonzero(counts)
+        if len(nz) and int(nz[-1]) >> k >= len(self.counts):
+            raise ValueError("counts beyond the top of the grid")
+        np.add.at(self.counts, nz >> k, counts[nz])
 
     def _coarsen(self) -> None:
         """Double the range: new bin k = old bins 2k + 2k+1; the upper half starts empty."""

@@ -24,6 +24,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _F32_MAX = float(np.finfo(np.float32).max)
+CHUNK = 1024  # values whose bin indices are computed together (a 4 KB buffer in L1)
+BLOCK = 16384  # values (whole planes) between grid checks: 64 KB, in L2 for pass B
 
 
 class Scratch:
@@ -58,7 +60,7 @@ def numpy_bin_counts(x: np.ndarray, bin_width: float, num_bins: int,
     return counts[:num_bins]
 
 
-def _compile_numba() -> tuple[Callable, Callable] | None:
+def _compile_numba() -> tuple[Callable, Callable, Callable] | None:
     """The one-pass kernels, or None without numba. Four interleaved sub-histograms: runs of
     equal values (the zeros after a ReLU) would otherwise serialise on one counter
     (measured 1.55 -> 1.29 ns a value)."""
@@ -84,89 +86,181 @@ def _compile_numba() -> tuple[Callable, Callable] | None:
             for b in range(counts.shape[0]):
                 counts[b] += sub[k, b]
 
-    # reassoc lets the per-plane sum vectorise; min/max are taken on order-preserving integer
-    # keys of the float bits (exact, NaN-proof, and vectorisable without fast-math).
+    @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+    def _scatter4(sub, idx, n):  # pragma: no cover - compiled
+        m = n // 4 * 4
+        for j in range(0, m, 4):
+            sub[0, idx[j]] += 1
+            sub[1, idx[j + 1]] += 1
+            sub[2, idx[j + 2]] += 1
+            sub[3, idx[j + 3]] += 1
+        for j in range(m, n):
+            sub[0, idx[j]] += 1
+
+    @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+    def _grow(counts, sub, r, width, amax):  # pragma: no cover - compiled
+        """Histogram.grow on row r of counts (after flushing row r of the sub-counts)."""
+        nb = counts.shape[1]
+        if width == 0.0:
+            width = math.ldexp(1.0, math.frexp(amax)[1]) / nb  # grid_top(amax) / nb
+        while amax >= nb * width:
+            for k4 in range(4):
+                for j in range(nb):
+                    counts[r, j] += sub[k4, r * nb + j]
+                    sub[k4, r * nb + j] = 0
+            half = (nb + 1) // 2
+            for j in range(half):
+                counts[r, j] = counts[r, 2 * j] + (counts[r, 2 * j + 1] if 2 * j + 1 < nb else 0)
+            for j in range(half, nb):
+                counts[r, j] = 0
+            width *= 2.0
+        return width
+
+    @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+    def _as_float(cast_i, cast_f, key_bits):  # pragma: no cover - compiled
+        cast_i[0] = key_bits  # cast_f is the same 4 bytes, as float32
+        return np.float64(cast_f[0])
+
+    # Blocks of whole (n, c) planes of >= BLOCK values: pass A (per-plane sums, min/max on
+    # order-preserving integer keys of the float bits: exact, NaN-proof and vectorisable
+    # without fast-math; reassoc vectorises the sums), one grid check, then pass B (bin
+    # indices of a chunk, vectorised, then the counts) while the block is still in cache.
     @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
-    def observe(x, bits, counts, state, csum, cast_i, cast_f):  # pragma: no cover - compiled
-        n_s, n_c, size = x.shape
-        nb = counts.shape[0]
-        last = nb - 1
+    def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  # pragma: no cover
+        """x, bits: the flat float32 activation and its int32 view, in (n, c) planes of `plane`
+        values; counts (1, nb) and widths[0]: local, returned; state: [lo, hi] keys."""
+        planes = x.shape[0] // plane
+        nb = counts.shape[1]
+        last = np.int32(nb - 1)
         sub = np.zeros((4, nb), np.int64)
-        width = state[0]
-        pending = 0
+        idx = np.empty(CHUNK, np.int32)
         lo_all = np.int32(2147483647)
         hi_all = np.int32(-2147483648)
         sums = csum.shape[0] > 0
-        for s in range(n_s):
-            for c in range(n_c):
+        step = max(1, BLOCK // max(1, plane))
+        for p0 in range(0, planes, step):
+            p1 = min(planes, p0 + step)
+            lo = np.int32(2147483647)
+            hi = np.int32(-2147483648)
+            for p in range(p0, p1):
                 total = 0.0
-                lo = np.int32(2147483647)
-                hi = np.int32(-2147483648)
-                for i in range(size):
-                    total += x[s, c, i]
-                    b = bits[s, c, i]
+                for i in range(p * plane, (p + 1) * plane):
+                    total += x[i]
+                    b = bits[i]
                     k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
                     lo = min(lo, k)
                     hi = max(hi, k)
                 if sums:
-                    csum[c] += total
-                lo_all = min(lo_all, lo)
-                hi_all = max(hi_all, hi)
-                # the plane's max|x| as float bits: the larger of the top key and |bottom|
-                top = hi if hi > 0 else np.int32(0)
-                bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
-                amax_bits = max(top, bottom)
-                if amax_bits >= np.int32(0x7F800000):  # NaN or Inf: the caller reports it
-                    return 1
-                cast_i[0] = amax_bits  # cast_f is the same 4 bytes as float32
-                amax = np.float64(cast_f[0])
-                if width == 0.0:
-                    if amax == 0.0:
-                        pending += size
-                        continue
-                    width = math.ldexp(1.0, math.frexp(amax)[1]) / nb  # grid_top(amax) / nb
-                    counts[0] += np.int64(state[1]) + pending
-                    state[1] = 0.0
-                    pending = 0
-                while amax >= nb * width:  # Histogram._coarsen, after flushing the sub-counts
-                    for k4 in range(4):
-                        for j in range(nb):
-                            counts[j] += sub[k4, j]
-                            sub[k4, j] = 0
-                    half = (nb + 1) // 2
-                    for j in range(half):
-                        counts[j] = counts[2 * j] + (counts[2 * j + 1] if 2 * j + 1 < nb else 0)
-                    for j in range(half, nb):
-                        counts[j] = 0
-                    width *= 2.0
-                inv64 = 1.0 / width
-                if inv64 < _F32_MAX:
-                    inv = np.float32(inv64)
-                    m = size // 4 * 4
-                    for i in range(0, m, 4):
-                        sub[0, min(int(abs(x[s, c, i]) * inv), last)] += 1
-                        sub[1, min(int(abs(x[s, c, i + 1]) * inv), last)] += 1
-                        sub[2, min(int(abs(x[s, c, i + 2]) * inv), last)] += 1
-                        sub[3, min(int(abs(x[s, c, i + 3]) * inv), last)] += 1
-                    for i in range(m, size):
-                        sub[0, min(int(abs(x[s, c, i]) * inv), last)] += 1
-                else:  # widths below ~3e-39: as numpy_bin_counts, in float64
-                    for i in range(size):
-                        sub[0, min(int(abs(np.float64(x[s, c, i])) * inv64), last)] += 1
+                    csum[p % n_c] += total
+            lo_all = min(lo_all, lo)
+            hi_all = max(hi_all, hi)
+            bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
+            amax_bits = max(hi if hi > 0 else np.int32(0), bottom)
+            if amax_bits >= np.int32(0x7F800000):
+                return 1  # NaN or Inf: the caller reports it
+            amax = _as_float(cast_i, cast_f, amax_bits)
+            if amax == 0.0:  # zeros only: bin 0 of any grid
+                sub[0, 0] += (p1 - p0) * plane
+                continue
+            widths[0] = _grow(counts, sub, 0, widths[0], amax)
+            inv64 = 1.0 / widths[0]
+            if inv64 >= _F32_MAX:
+                return 2  # widths below ~3e-39: the caller counts in float64
+            inv = np.float32(inv64)
+            end = p1 * plane
+            for start in range(p0 * plane, end, CHUNK):
+                n = min(CHUNK, end - start)
+                for i in range(n):
+                    idx[i] = min(np.int32(abs(x[start + i]) * inv), last)
+                _scatter4(sub, idx, n)
         for k4 in range(4):
             for j in range(nb):
-                counts[j] += sub[k4, j]
-        state[0] = width
-        state[1] += pending
-        state[2] = min(state[2], lo_all)
-        state[3] = max(state[3], hi_all)
+                counts[0, j] += sub[k4, j]
+        state[0] = lo_all
+        state[1] = hi_all
         return 0
 
-    return count4, observe
+    # y = min(max(x, 0), top) from x's pass: one scatter per value into one of three local
+    # histograms, each on its own power-of-two grid: P = 0 <= v < top (x's and y's values
+    # alike), N = v < 0 (|v|, x only; y gets 0), A = v >= top (x only; y gets top).
+    @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+    def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast_i,
+                     cast_f):  # pragma: no cover - compiled
+        planes = x.shape[0] // plane
+        nb = counts.shape[1]
+        last = np.int32(nb - 1)
+        sub = np.zeros((4, 3 * nb), np.int64)
+        idx = np.empty(CHUNK, np.int32)
+        inv = np.zeros(3, np.float32)
+        amax = np.zeros(3)
+        cast_f[0] = top
+        top_bits = cast_i[0]
+        zero = np.float32(0.0)
+        lo_all = np.int32(2147483647)
+        hi_all = np.int32(-2147483648)
+        sums = csx.shape[0] > 0
+        step = max(1, BLOCK // max(1, plane))
+        for p0 in range(0, planes, step):
+            p1 = min(planes, p0 + step)
+            lo = np.int32(2147483647)
+            hi = np.int32(-2147483648)
+            pmax = np.int32(0)
+            for p in range(p0, p1):
+                tx = 0.0
+                ty = 0.0
+                for i in range(p * plane, (p + 1) * plane):
+                    v = x[i]
+                    tx += v
+                    ty += min(max(v, zero), top)
+                    b = bits[i]
+                    k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
+                    lo = min(lo, k)
+                    hi = max(hi, k)
+                    pmax = max(pmax, b if b < top_bits else np.int32(0))
+                if sums:
+                    csx[p % n_c] += tx
+                    csy[p % n_c] += ty
+            lo_all = min(lo_all, lo)
+            hi_all = max(hi_all, hi)
+            bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
+            if max(hi, bottom) >= np.int32(0x7F800000):
+                return 1  # NaN or Inf
+            amax[0] = _as_float(cast_i, cast_f, pmax)
+            amax[1] = _as_float(cast_i, cast_f, bottom)
+            amax[2] = _as_float(cast_i, cast_f, hi if hi >= top_bits else np.int32(0))
+            for r in range(3):
+                if amax[r] > 0.0:
+                    widths[r] = _grow(counts, sub, r, widths[r], amax[r])
+                    inv64 = 1.0 / widths[r]
+                    if inv64 >= _F32_MAX:
+                        return 2
+                    inv[r] = np.float32(inv64)
+            ip, inn, ia = inv[0], inv[1], inv[2]
+            end = p1 * plane
+            for start in range(p0 * plane, end, CHUNK):
+                n = min(CHUNK, end - start)
+                for i in range(n):  # region and index first (vectorised), then the counts
+                    v = x[start + i]
+                    scale = ip if v >= zero else inn
+                    scale = ia if v >= top else scale
+                    off = (np.int32(0) if v >= zero else np.int32(nb)) + \
+                        (np.int32(2 * nb) if v >= top else np.int32(0))
+                    idx[i] = off + min(np.int32(abs(v) * scale), last)
+                _scatter4(sub, idx, n)
+        for k4 in range(4):
+            for r in range(3):
+                for j in range(nb):
+                    counts[r, j] += sub[k4, r * nb + j]
+        state[0] = lo_all
+        state[1] = hi_all
+        return 0
+
+    return count4, observe, observe_relu
 
 
 _NUMBA: Callable | None = None
 _OBSERVE: Callable | None = None
+_OBSERVE_RELU: Callable | None = None
 _READY = threading.Event()
 _STARTED = threading.Lock()
 _started = False
@@ -188,17 +282,19 @@ def warm_up() -> None:
 
 
 def _load() -> None:
-    global _NUMBA, _OBSERVE
+    global _NUMBA, _OBSERVE, _OBSERVE_RELU
     try:
         kernels = _compile_numba()
         if kernels is not None:
-            count4, fused = kernels
+            count4, fused, relu = kernels
             count4(np.zeros(8, np.float32), np.float32(1.0), np.zeros(2, np.int64))  # load now
-            x = np.zeros((1, 1, 8), np.float32)
+            x = np.zeros(8, np.float32)
             cast = np.zeros(1, np.int32)
-            fused(x, x.view(np.int32), np.zeros(2, np.int64), np.zeros(4), np.zeros(1), cast,
-                  cast.view(np.float32))
-            _NUMBA, _OBSERVE = count4, fused
+            fused(x, x.view(np.int32), 8, 1, np.zeros((1, 2), np.int64), np.zeros(1),
+                  np.zeros(2), np.zeros(1), cast, cast.view(np.float32))
+            relu(x, x.view(np.int32), 8, 1, np.float32(6.0), np.zeros((3, 2), np.int64),
+                 np.zeros(3), np.zeros(2), np.zeros(1), np.zeros(1), cast, cast.view(np.float32))
+            _NUMBA, _OBSERVE, _OBSERVE_RELU = count4, fused, relu
     except Exception as exc:  # a broken numba install must not stop calibration
         log.warning("numba histogram kernel unavailable (%s); using numpy", exc)
     finally:
@@ -242,31 +338,108 @@ def _key_value(key: float) -> float:
     return float(k.view(np.float32)[0])
 
 
+def _layout(x: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The flat array, values per (n, c) plane, channels (axis 1; 1 below rank 2)."""
+    if x.ndim < 2:
+        return x.reshape(-1), x.size, 1
+    return x.reshape(-1), x.size // (x.shape[0] * x.shape[1]), x.shape[1]
+
+
+def _fast(x: np.ndarray, *hists: Any) -> bool:
+    """The numba kernels take float32 C-contiguous batches and power-of-two bin counts (their
+    local grids must nest in the histogram's); small tensors are not worth a call."""
+    nb = hists[0].num_bins
+    return (_READY.is_set() and _OBSERVE is not None and x.dtype == np.float32
+            and x.flags.c_contiguous and x.size >= 4096 and not nb & (nb - 1)
+            and all(h.num_bins == nb for h in hists))
+
+
 def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
             scratch: Scratch | None = None) -> tuple[float, float]:
     """One batch of one activation into its accumulators; returns the batch's (min, max).
 
-    Adds |x| to `hist` (a ptq.histogram.Histogram, its grid grown first as `Histogram.update`
+    Adds |x| to `hist` (a ptq.histogram.Histogram, whose grid grows as `Histogram.update`
     grows it) and the per-channel (axis 1) sums of x, in float64, to `channel_sum` (None:
-    no sums). With numba this is one pass over the activation, plane by plane: the sum and
-    the min/max of an (n, c) plane, then its counts while the plane is still in cache (on a
-    2-core CPU, EfficientNet-Lite0's activations: 2.05 ns a value, against 3.1 ns for the
-    four numpy/numba passes it replaces). A NaN or Inf makes the returned min or max
-    non-finite (the accumulators are then partly updated: the caller stops).
+    no sums). With numba this is one pass over the activation, block by block: sums and
+    min/max, then the counts while the block is still in cache (on a 2-core CPU, over
+    EfficientNet-Lite0's activations: ~2 ns a value, against 3.1 ns for the four numpy/numba
+    passes it replaces). A NaN or Inf makes the returned min or max non-finite, and
+    nothing is added.
     """
-    kernel = _OBSERVE if _READY.is_set() else None
-    if kernel is None or x.dtype != np.float32 or not x.flags.c_contiguous or x.size < 4096:
+    if not _fast(x, hist):
         return _observe_numpy(x, hist, channel_sum, scratch)
-    x3 = x.reshape(x.shape[0], x.shape[1], -1) if x.ndim >= 2 else x.reshape(1, 1, -1)
-    if len(hist.counts) != hist.num_bins:
-        hist.counts = np.zeros(hist.num_bins, np.int64)  # an empty histogram: zeros until a width
-    state = np.array([hist.bin_width, hist.pending_zeros, 2147483647.0, -2147483648.0])
-    cast = np.zeros(1, np.int32)
-    sums = channel_sum if channel_sum is not None else np.zeros(0)
-    if kernel(x3, x3.view(np.int32), hist.counts, state, sums, cast, cast.view(np.float32)):
+    flat, plane, n_c = _layout(x)
+    counts, widths, keys, cast = np.zeros((1, hist.num_bins), np.int64), np.zeros(1), np.zeros(2), \
+        np.zeros(1, np.int32)
+    sums = np.zeros(n_c if channel_sum is not None else 0)
+    code = _OBSERVE(flat, flat.view(np.int32), plane, n_c, counts, widths, keys, sums, cast,
+                    cast.view(np.float32))
+    if code == 1:
         return float(x.min()), float(x.max())  # non-finite: numpy says which (NaN or Inf)
-    hist.bin_width, hist.pending_zeros = float(state[0]), int(state[1])
-    return _key_value(state[2]), _key_value(state[3])
+    if code == 2:
+        return _observe_numpy(x, hist, channel_sum, scratch)
+    lo, hi = _key_value(keys[0]), _key_value(keys[1])
+    if channel_sum is not None:
+        channel_sum += sums
+    if max(-lo, hi) > 0:
+        hist.grow(max(-lo, hi))
+    _add(hist, [(counts[0], widths[0])])
+    return lo, hi
+
+
+def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray | None,
+                 sums_y: np.ndarray | None, scratch: Scratch | None = None
+                 ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """`observe` of x and of y = min(max(x, 0), top) (Relu, ReLU6) from one pass over x.
+
+    Returns both (min, max). Both histograms and sums come out as `observe` of x and of y
+    would make them (tests/test_derived.py): every local count is on a power-of-two grid
+    at least as fine as the one it is added to (`Histogram.add_counts`). The numpy fallback
+    computes y and observes both."""
+    if not _fast(x, hx, hy) or (sums_x is None) != (sums_y is None):
+        return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch)
+    flat, plane, n_c = _layout(x)
+    counts, widths, keys, cast = np.zeros((3, hx.num_bins), np.int64), np.zeros(3), np.zeros(2), \
+        np.zeros(1, np.int32)
+    csx = np.zeros(n_c if sums_x is not None else 0)
+    csy = np.zeros_like(csx)
+    code = _OBSERVE_RELU(flat, flat.view(np.int32), plane, n_c, np.float32(top), counts, widths,
+                         keys, csx, csy, cast, cast.view(np.float32))
+    if code == 1:  # NaN/Inf: nothing was added; numpy says which
+        return (float(x.min()), float(x.max())), (0.0, 0.0)
+    if code == 2:  # a grid finer than float32 can scale to: count in float64
+        return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch)
+    lo, hi = _key_value(keys[0]), _key_value(keys[1])
+    if sums_x is not None and sums_y is not None:
+        sums_x += csx
+        sums_y += csy
+    p, n, a = counts
+    if max(-lo, hi) > 0:
+        hx.grow(max(-lo, hi))
+    _add(hx, [(p, widths[0]), (n, widths[1]), (a, widths[2])])
+    f32_top, f32_zero = np.float32(top), np.float32(0)
+    y_lo = float(min(max(np.float32(lo), f32_zero), f32_top))
+    y_hi = float(min(max(np.float32(hi), f32_zero), f32_top))
+    if y_hi > 0:
+        hy.grow(y_hi)
+    _add(hy, [(p, widths[0])])
+    if hy.bin_width:  # y's zeros from x's negatives, y's tops from x's values >= top
+        hy.counts[0] += int(n.sum())
+        if a.any():
+            top_bin = min(int(f32_top * np.float32(1.0 / hy.bin_width)), len(hy.counts) - 1)
+            hy.counts[top_bin] += int(a.sum())
+    else:
+        hy.pending_zeros += int(n.sum())
+    return (lo, hi), (y_lo, y_hi)
+
+
+def _add(hist: Any, parts: list[tuple[np.ndarray, float]]) -> None:
+    """Local counts into a histogram grown to cover them; all zeros while it has no width."""
+    if hist.bin_width == 0.0:
+        hist.pending_zeros += int(sum(c[0] for c, _ in parts))
+        return
+    for counts, width in parts:
+        hist.add_counts(counts, width)
 
 
 def _observe_numpy(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
@@ -278,3 +451,14 @@ def _observe_numpy(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
     if channel_sum is not None:
         channel_sum += x.reshape(x.shape[0], x.shape[1], -1).sum(axis=(0, 2), dtype=np.float64)
     return lo, hi
+
+
+
+def _observe_relu_numpy(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray | None,
+                        sums_y: np.ndarray | None, scratch: Scratch | None
+                        ) -> tuple[tuple[float, float], tuple[float, float]]:
+    first = _observe_numpy(x, hx, sums_x, scratch)
+    if not all(math.isfinite(v) for v in first):
+        return first, (0.0, 0.0)
+    y = np.minimum(np.maximum(x, x.dtype.type(0)), x.dtype.type(top))
+    return first, _observe_numpy(y, hy, sums_y, scratch)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ptq import kernels
+from ptq.histogram import Histogram
 from ptq.kernels import Scratch, bin_counts, numpy_bin_counts
 
 numba = pytest.importorskip("numba", reason="the numba kernel needs numba (pip install 'ptq[fast]')")
@@ -48,3 +49,31 @@ def test_activation_like_data_with_many_zeros() -> None:
     counts = bin_counts(x, w, 2048)
     assert counts[0] >= 500_000 and counts.sum() == x.size and counts[-1] >= 1
     np.testing.assert_array_equal(counts, numpy_bin_counts(x, w, 2048))
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 30, 30), (3, 1000), (70000,), (2, 3, 1, 1, 2000)])
+def test_fused_observe_equals_the_numpy_passes(shape: tuple[int, ...]) -> None:
+    """`observe` (one numba pass: min/max, channel sums, counts) against numpy's separate
+    passes, over batches that start all-zero and then grow the grid."""
+    rng = np.random.default_rng(5)
+    channels = shape[1] if len(shape) > 1 else 0
+    fast, slow = (Histogram(), np.zeros(channels)), (Histogram(), np.zeros(channels))
+    for scale in (0.0, 1e-3, 5.0, 0.5, 300.0):
+        x = (rng.standard_normal(shape) * scale).astype(np.float32)
+        x.reshape(-1)[3::89] = -0.0
+        sums = (lambda s: s if channels else None)
+        got = kernels.observe(x, fast[0], sums(fast[1]))
+        want = kernels._observe_numpy(x, slow[0], sums(slow[1]), None)
+        assert got == want
+    assert (fast[0].bin_width, fast[0].pending_zeros) == (slow[0].bin_width, slow[0].pending_zeros)
+    np.testing.assert_array_equal(fast[0].counts, slow[0].counts)
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-12, atol=1e-6)  # summation order only
+
+
+@pytest.mark.parametrize("bad", [np.nan, -np.nan, np.inf, -np.inf])
+def test_fused_observe_reports_nan_and_inf_and_adds_nothing(bad: float) -> None:
+    x = np.random.default_rng(6).standard_normal((2, 4, 64, 64)).astype(np.float32)
+    x[1, 3, 63, 63] = bad
+    hist, sums = Histogram(), np.zeros(4)
+    lo, hi = kernels.observe(x, hist, sums)
+    assert not (np.isfinite(lo) and np.isfinite(hi)) and hist.total == 0 and not sums.any()
