@@ -1,0 +1,208 @@
+"""The numba kernels of ptq.kernels, compiled ahead in numba's on-disk cache.
+
+Module-level functions (not closures) so that numba's cache can key them: nested ones were
+compiled afresh by every process (3-4 s of CPU on a 2-core machine). Imported only by
+ptq.kernels' background loader, and only when numba is installed (`pip install "ptq[fast]"`).
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_F32_MAX = float(np.finfo(np.float32).max)
+CHUNK = 1024  # values whose bin indices are computed together (a 4 KB buffer in L1)
+BLOCK = 16384  # values (whole planes) between grid checks: 64 KB, in L2 for pass B
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def count4(x, inv, counts):  # pragma: no cover - compiled
+    last = counts.shape[0] - 1
+    sub = np.zeros((4, counts.shape[0]), np.int64)
+    n = x.shape[0]
+    m = n // 4 * 4
+    for i in range(0, m, 4):
+        sub[0, min(int(abs(x[i]) * inv), last)] += 1
+        sub[1, min(int(abs(x[i + 1]) * inv), last)] += 1
+        sub[2, min(int(abs(x[i + 2]) * inv), last)] += 1
+        sub[3, min(int(abs(x[i + 3]) * inv), last)] += 1
+    for i in range(m, n):
+        sub[0, min(int(abs(x[i]) * inv), last)] += 1
+    for k in range(4):
+        for b in range(counts.shape[0]):
+            counts[b] += sub[k, b]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _scatter4(sub, idx, n):  # pragma: no cover - compiled
+    m = n // 4 * 4
+    for j in range(0, m, 4):
+        sub[0, idx[j]] += 1
+        sub[1, idx[j + 1]] += 1
+        sub[2, idx[j + 2]] += 1
+        sub[3, idx[j + 3]] += 1
+    for j in range(m, n):
+        sub[0, idx[j]] += 1
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _grow(counts, sub, r, width, amax):  # pragma: no cover - compiled
+    """Histogram.grow on row r of counts (after flushing row r of the sub-counts)."""
+    nb = counts.shape[1]
+    if width == 0.0:
+        width = math.ldexp(1.0, math.frexp(amax)[1]) / nb  # grid_top(amax) / nb
+    while amax >= nb * width:
+        for k4 in range(4):
+            for j in range(nb):
+                counts[r, j] += sub[k4, r * nb + j]
+                sub[k4, r * nb + j] = 0
+        half = (nb + 1) // 2
+        for j in range(half):
+            counts[r, j] = counts[r, 2 * j] + (counts[r, 2 * j + 1] if 2 * j + 1 < nb else 0)
+        for j in range(half, nb):
+            counts[r, j] = 0
+        width *= 2.0
+    return width
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _as_float(cast_i, cast_f, key_bits):  # pragma: no cover - compiled
+    cast_i[0] = key_bits  # cast_f is the same 4 bytes, as float32
+    return np.float64(cast_f[0])
+
+
+# Blocks of whole (n, c) planes of >= BLOCK values: pass A (per-plane sums, min/max on
+# order-preserving integer keys of the float bits: exact, NaN-proof and vectorisable
+# without fast-math; reassoc vectorises the sums), one grid check, then pass B (bin
+# indices of a chunk, vectorised, then the counts) while the block is still in cache.
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  # pragma: no cover
+    """x, bits: the flat float32 activation and its int32 view, in (n, c) planes of `plane`
+    values; counts (1, nb) and widths[0]: local, returned; state: [lo, hi] keys."""
+    planes = x.shape[0] // plane
+    nb = counts.shape[1]
+    last = np.int32(nb - 1)
+    sub = np.zeros((4, nb), np.int64)
+    idx = np.empty(CHUNK, np.int32)
+    lo_all = np.int32(2147483647)
+    hi_all = np.int32(-2147483648)
+    sums = csum.shape[0] > 0
+    step = max(1, BLOCK // max(1, plane))
+    for p0 in range(0, planes, step):
+        p1 = min(planes, p0 + step)
+        lo = np.int32(2147483647)
+        hi = np.int32(-2147483648)
+        for p in range(p0, p1):
+            total = 0.0
+            for i in range(p * plane, (p + 1) * plane):
+                total += x[i]
+                b = bits[i]
+                k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
+                lo = min(lo, k)
+                hi = max(hi, k)
+            if sums:
+                csum[p % n_c] += total
+        lo_all = min(lo_all, lo)
+        hi_all = max(hi_all, hi)
+        bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
+        amax_bits = max(hi if hi > 0 else np.int32(0), bottom)
+        if amax_bits >= np.int32(0x7F800000):
+            return 1  # NaN or Inf: the caller reports it
+        amax = _as_float(cast_i, cast_f, amax_bits)
+        if amax == 0.0:  # zeros only: bin 0 of any grid
+            sub[0, 0] += (p1 - p0) * plane
+            continue
+        widths[0] = _grow(counts, sub, 0, widths[0], amax)
+        inv64 = 1.0 / widths[0]
+        if inv64 >= _F32_MAX:
+            return 2  # widths below ~3e-39: the caller counts in float64
+        inv = np.float32(inv64)
+        end = p1 * plane
+        for start in range(p0 * plane, end, CHUNK):
+            n = min(CHUNK, end - start)
+            for i in range(n):
+                idx[i] = min(np.int32(abs(x[start + i]) * inv), last)
+            _scatter4(sub, idx, n)
+    for k4 in range(4):
+        for j in range(nb):
+            counts[0, j] += sub[k4, j]
+    state[0] = lo_all
+    state[1] = hi_all
+    return 0
+
+
+# y = min(max(x, 0), top) from x's pass: one scatter per value into one of three local
+# histograms, each on its own power-of-two grid: P = 0 <= v < top (x's and y's values
+# alike), N = v < 0 (|v|, x only; y gets 0), A = v >= top (x only; y gets top).
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast_i,
+                 cast_f):  # pragma: no cover - compiled
+    planes = x.shape[0] // plane
+    nb = counts.shape[1]
+    last = np.int32(nb - 1)
+    sub = np.zeros((4, 3 * nb), np.int64)
+    idx = np.empty(CHUNK, np.int32)
+    inv = np.zeros(3, np.float32)
+    amax = np.zeros(3)
+    cast_f[0] = top
+    top_bits = cast_i[0]
+    zero = np.float32(0.0)
+    lo_all = np.int32(2147483647)
+    hi_all = np.int32(-2147483648)
+    sums = csx.shape[0] > 0
+    step = max(1, BLOCK // max(1, plane))
+    for p0 in range(0, planes, step):
+        p1 = min(planes, p0 + step)
+        lo = np.int32(2147483647)
+        hi = np.int32(-2147483648)
+        pmax = np.int32(0)
+        for p in range(p0, p1):
+            tx = 0.0
+            ty = 0.0
+            for i in range(p * plane, (p + 1) * plane):
+                v = x[i]
+                tx += v
+                ty += min(max(v, zero), top)
+                b = bits[i]
+                k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
+                lo = min(lo, k)
+                hi = max(hi, k)
+                pmax = max(pmax, b if b < top_bits else np.int32(0))
+            if sums:
+                csx[p % n_c] += tx
+                csy[p % n_c] += ty
+        lo_all = min(lo_all, lo)
+        hi_all = max(hi_all, hi)
+        bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
+        if max(hi, bottom) >= np.int32(0x7F800000):
+            return 1  # NaN or Inf
+        amax[0] = _as_float(cast_i, cast_f, pmax)
+        amax[1] = _as_float(cast_i, cast_f, bottom)
+        amax[2] = _as_float(cast_i, cast_f, hi if hi >= top_bits else np.int32(0))
+        for r in range(3):
+            if amax[r] > 0.0:
+                widths[r] = _grow(counts, sub, r, widths[r], amax[r])
+                inv64 = 1.0 / widths[r]
+                if inv64 >= _F32_MAX:
+                    return 2
+                inv[r] = np.float32(inv64)
+        ip, inn, ia = inv[0], inv[1], inv[2]
+        end = p1 * plane
+        for start in range(p0 * plane, end, CHUNK):
+            n = min(CHUNK, end - start)
+            for i in range(n):  # region and index first (vectorised), then the counts
+                v = x[start + i]
+                scale = ip if v >= zero else inn
+                scale = ia if v >= top else scale
+                off = (np.int32(0) if v >= zero else np.int32(nb)) + \
+                    (np.int32(2 * nb) if v >= top else np.int32(0))
+                idx[i] = off + min(np.int32(abs(v) * scale), last)
+            _scatter4(sub, idx, n)
+    for k4 in range(4):
+        for r in range(3):
+            for j in range(nb):
+                counts[r, j] += sub[k4, r * nb + j]
+    state[0] = lo_all
+    state[1] = hi_all
+    return 0
