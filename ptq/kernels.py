@@ -159,7 +159,7 @@ def _fast(x: np.ndarray, *hists: Any) -> bool:
     local grids must nest in the histogram's); small tensors are not worth a call."""
     nb = hists[0].num_bins
     return (_READY.is_set() and _OBSERVE is not None and x.dtype == np.float32
-            and x.flags.c_contiguous and x.size >= 4096 and not nb & (nb - 1)
+            and x.flags.c_contiguous and 4096 <= x.size < 2**31 and not nb & (nb - 1)
             and all(h.num_bins == nb for h in hists))
 
 

@@ -35,18 +35,6 @@ def count4(x, inv, counts):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
-def _scatter4(sub, idx, n):  # pragma: no cover - compiled
-    m = n // 4 * 4
-    for j in range(0, m, 4):
-        sub[0, idx[j]] += 1
-        sub[1, idx[j + 1]] += 1
-        sub[2, idx[j + 2]] += 1
-        sub[3, idx[j + 3]] += 1
-    for j in range(m, n):
-        sub[0, idx[j]] += 1
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
 def _grow(counts, sub, r, width, amax):  # pragma: no cover - compiled
     """Histogram.grow on row r of counts (after flushing row r of the sub-counts)."""
     nb = counts.shape[1]
@@ -83,7 +71,7 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
     planes = x.shape[0] // plane
     nb = counts.shape[1]
     last = np.int32(nb - 1)
-    sub = np.zeros((4, nb), np.int64)
+    sub = np.zeros((4, nb), np.int32)  # int32: 32 KB, in L1 (callers send < 2^31 values)
     idx = np.empty(CHUNK, np.int32)
     lo_all = np.int32(2147483647)
     hi_all = np.int32(-2147483648)
@@ -94,10 +82,12 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
         lo = np.int32(2147483647)
         hi = np.int32(-2147483648)
         for p in range(p0, p1):
+            xs = x[p * plane:(p + 1) * plane]  # slices: zero-based loops, which vectorise
+            bs = bits[p * plane:(p + 1) * plane]
             total = 0.0
-            for i in range(p * plane, (p + 1) * plane):
-                total += x[i]
-                b = bits[i]
+            for i in range(xs.shape[0]):
+                total += xs[i]
+                b = bs[i]
                 k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
                 lo = min(lo, k)
                 hi = max(hi, k)
@@ -120,10 +110,18 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
         inv = np.float32(inv64)
         end = p1 * plane
         for start in range(p0 * plane, end, CHUNK):
-            n = min(CHUNK, end - start)
+            xs = x[start:min(end, start + CHUNK)]
+            n = xs.shape[0]
             for i in range(n):
-                idx[i] = min(np.int32(abs(x[start + i]) * inv), last)
-            _scatter4(sub, idx, n)
+                idx[i] = min(np.int32(abs(xs[i]) * inv), last)
+            m = n // 4 * 4  # four interleaved sub-histograms (see count4)
+            for j in range(0, m, 4):
+                sub[0, idx[j]] += 1
+                sub[1, idx[j + 1]] += 1
+                sub[2, idx[j + 2]] += 1
+                sub[3, idx[j + 3]] += 1
+            for j in range(m, n):
+                sub[0, idx[j]] += 1
     for k4 in range(4):
         for j in range(nb):
             counts[0, j] += sub[k4, j]
@@ -141,7 +139,7 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
     planes = x.shape[0] // plane
     nb = counts.shape[1]
     last = np.int32(nb - 1)
-    sub = np.zeros((4, 3 * nb), np.int64)
+    sub = np.zeros((4, 3 * nb), np.int32)
     idx = np.empty(CHUNK, np.int32)
     inv = np.zeros(3, np.float32)
     amax = np.zeros(3)
@@ -158,13 +156,16 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
         hi = np.int32(-2147483648)
         pmax = np.int32(0)
         for p in range(p0, p1):
+            xs = x[p * plane:(p + 1) * plane]
+            bs = bits[p * plane:(p + 1) * plane]
             tx = 0.0
             ty = 0.0
-            for i in range(p * plane, (p + 1) * plane):
-                v = x[i]
+            for i in range(xs.shape[0]):
+                v = xs[i]
                 tx += v
-                ty += min(max(v, zero), top)
-                b = bits[i]
+                y = v if v > zero else zero
+                ty += y if y < top else top
+                b = bs[i]
                 k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
                 lo = min(lo, k)
                 hi = max(hi, k)
@@ -190,15 +191,23 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
         ip, inn, ia = inv[0], inv[1], inv[2]
         end = p1 * plane
         for start in range(p0 * plane, end, CHUNK):
-            n = min(CHUNK, end - start)
+            xs = x[start:min(end, start + CHUNK)]
+            n = xs.shape[0]
             for i in range(n):  # region and index first (vectorised), then the counts
-                v = x[start + i]
+                v = xs[i]
                 scale = ip if v >= zero else inn
                 scale = ia if v >= top else scale
                 off = (np.int32(0) if v >= zero else np.int32(nb)) + \
                     (np.int32(2 * nb) if v >= top else np.int32(0))
                 idx[i] = off + min(np.int32(abs(v) * scale), last)
-            _scatter4(sub, idx, n)
+            m = n // 4 * 4  # four interleaved sub-histograms (see count4)
+            for j in range(0, m, 4):
+                sub[0, idx[j]] += 1
+                sub[1, idx[j + 1]] += 1
+                sub[2, idx[j + 2]] += 1
+                sub[3, idx[j + 3]] += 1
+            for j in range(m, n):
+                sub[0, idx[j]] += 1
     for k4 in range(4):
         for r in range(3):
             for j in range(nb):
