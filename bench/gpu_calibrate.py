@@ -166,6 +166,57 @@ def breakdown(model: Path, data: Path, providers: str, batch: int) -> dict:
     return out
 
 
+def device_split(model: Path, data: Path, batch: int) -> dict:
+    """Milliseconds a batch of each part of the GPU statistics pass (ptq.collect._device_pass's
+    steps), the device synchronised after each part so that its GPU time is its own: the
+    parts add up to more than the unsynchronised pass. The first batch (cuDNN's set-up) apart."""
+    import torch
+
+    from ptq.backends.ort import OrtRunner
+    from ptq.collect import TensorStatistics
+    from ptq.cuda_stats import DeviceOutputs
+    from ptq.datasets.arrays import load_arrays
+    from ptq.graph.edit import add_outputs
+    from ptq.graph.model import activations, graph_inputs, load_model
+    from ptq.histogram import Histogram
+
+    proto = load_model(model)
+    acts = activations(proto)
+    names = [a.name for a in acts if a.producer is not None]
+    inputs = [a.name for a in acts if a.producer is None]
+    stats = {a.name: TensorStatistics(a, Histogram()) for a in acts}
+    keys = ("ort_run", "upload", "minmax", "count_and_sums", "transfer")
+    rows = []
+    augmented = add_outputs(proto, [a.info for a in acts if a.producer is not None])
+    with OrtRunner(augmented, providers="cuda", optimization="all",
+                   session_config={"session.intra_op.allow_spinning": "0"}) as runner:
+        outputs = DeviceOutputs(runner.session, names, runner.device_id)
+        for b in load_arrays(data, graph_inputs(proto)).batches(batch):
+            marks = [time.perf_counter()]
+
+            def lap() -> None:
+                torch.cuda.synchronize()
+                marks.append(time.perf_counter())
+
+            values = outputs.run(b.feeds)
+            lap()
+            values.update((n, outputs.upload(b.feeds[n])) for n in inputs)
+            lap()
+            minmax = outputs.minmax(values)
+            lap()
+            for name, st in stats.items():
+                st.update(values[name], minmax=minmax[name])
+            lap()
+            outputs.add_pending(values, {n: st.histogram for n, st in stats.items()})
+            lap()
+            rows.append([1e3 * (t1 - t0) for t0, t1 in zip(marks, marks[1:])])
+    rest = np.array(rows[1:]) if len(rows) > 1 else np.array(rows)
+    return {"batches": len(rows), "values_per_batch": int(sum(v.size for v in values.values())),
+            "first_batch_ms": dict(zip(keys, np.round(rows[0], 2).tolist())),
+            "per_batch_ms": dict(zip(keys, np.round(rest.mean(axis=0), 3).tolist())),
+            "total_s": round(float(np.sum(rows)) / 1e3, 3)}
+
+
 def machine(providers: str) -> dict:
     info = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
             "providers": providers, "gpu": None}
@@ -192,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--breakdown", action="store_true",
                    help="also time the parts in-process at the first --images: exposed inference "
-                        "alone, the statistics pass, the algorithms")
+                        "alone, the statistics pass, the algorithms; with statistics on the GPU, "
+                        "the per-batch parts of that pass at every --images")
     args = p.parse_args(argv)
     from ptq.collect import auto_batch_size, planned_device
     from ptq.graph.model import activations, load_model
@@ -240,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.breakdown:
         results["breakdown"] = {"images": args.images[0],
                                 **breakdown(model, files[args.images[0]], args.providers, batch)}
+        if device == "cuda":
+            results["device_split"] = {str(n): device_split(model, files[n], batch)
+                                       for n in args.images}
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
@@ -270,6 +325,8 @@ def report(r: dict) -> None:
               f"(goal within +-10%)")
     if "breakdown" in r:
         print(f"  in-process parts: {r['breakdown']}")
+    for n, split in r.get("device_split", {}).items():
+        print(f"  GPU statistics pass at {n} images, ms a batch (synchronised parts): {split}")
     if "ort_entropy" in r:
         o = r["ort_entropy"]
         c = runs[str(o["images"])]["calibrate"]

@@ -233,30 +233,57 @@ def _device_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics,
                  inputs: list[str], names: list[str], fixed_batch: int | None,
                  progress: Callable[[int], None] | None, *, on_host: bool = False) -> None:
     """Per batch: one run, one min/max transfer, one transfer of the counts and channel sums
-    (ptq/cuda_stats.py). on_host: the same pass by torch on the CPU over host outputs, so
-    that machines without a GPU can check it against the host pass."""
+    (ptq/cuda_stats.py). A second thread launches batch k's statistics kernels while ONNX
+    Runtime computes batch k + 1 (its run releases the GIL; the launches, ~750 a batch, cost
+    as much CPU time as the run), and they run beside it on a stream of their own; k's counts
+    are added before batch k + 1 can grow a histogram. on_host: the same pass by torch on the
+    CPU over host outputs, so that machines without a GPU can check it against the host pass."""
     from ptq.cuda_stats import DeviceOutputs
 
     outputs = DeviceOutputs(runner.session, names, None if on_host else runner.device_id)
-    for batch in _usable(batches, fixed_batch):
-        values = outputs.run(batch.feeds)
+    with ThreadPoolExecutor(1, thread_name_prefix="ptq-gpu-stats") as launcher:
+        counting = None  # (future of the totals before, values, batch): counts still on the device
+        for batch in _usable(batches, fixed_batch):
+            values = outputs.run(batch.feeds)
+            if counting is not None:
+                _settle(outputs, stats, *counting, progress)
+            launched = launcher.submit(_launch, outputs, stats, values, inputs, batch, progress)
+            counting = (launched, values, batch)
+        if counting is not None:
+            _settle(outputs, stats, *counting, progress)
+
+
+def _launch(outputs: Any, stats: Statistics, values: dict[str, Any], inputs: list[str],
+            batch: Batch, progress: Callable[[int], None] | None) -> dict[str, int]:
+    """Upload the inputs, take every min/max (one sync), then launch the counting and sum
+    kernels without waiting; returns each histogram's total, for `_settle`'s check."""
+    bad: dict[str, CalibrationError] = {}
+    before = {}
+    with outputs.statistics_stream():
         values.update((n, outputs.upload(batch.feeds[n])) for n in inputs)
         minmax = outputs.minmax(values)
-        bad: dict[str, CalibrationError] = {}
-        before = {}
         for name in stats.tensors:  # graph order: the first NaN/Inf is reported
             before[name] = stats.tensors[name].histogram.total
             try:
                 stats.tensors[name].update(values[name], minmax=minmax[name])
             except CalibrationError as exc:
                 bad[name] = exc
-        if not bad:
-            outputs.add_pending(values, {n: stats.tensors[n].histogram for n in values})
-            for name, x in values.items():  # the deferred counts must add up to the batch
-                if stats.tensors[name].histogram.total != before[name] + x.size:
-                    raise InternalError(f"GPU histogram of '{name}' lost counts")
-        del values
-        _finish([], batch, stats, bad, progress)
+    if bad:
+        _finish([], batch, stats, bad, progress)  # raises
+    return before
+
+
+def _settle(outputs: Any, stats: Statistics, launched: Future, values: dict[str, Any],
+            batch: Batch, progress: Callable[[int], None] | None) -> None:
+    """Once a batch's kernels are launched, bring its counts and sums back (one transfer)
+    and account for it."""
+    before = launched.result()  # raises the launch's NaN/Inf error
+    with outputs.statistics_stream():
+        outputs.add_pending(values, {n: stats.tensors[n].histogram for n in values})
+    for name, x in values.items():  # the deferred counts must add up to the batch
+        if stats.tensors[name].histogram.total != before[name] + x.size:
+            raise InternalError(f"GPU histogram of '{name}' lost counts")
+    _finish([], batch, stats, {}, progress)
 
 
 def _statistics_device(device: str, runner: OrtRunner) -> str:

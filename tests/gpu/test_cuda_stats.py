@@ -60,6 +60,33 @@ def test_same_activations_give_identical_statistics(digits_model_path: Path,
         assert (d.min, d.max, d.count) == (h.min, h.max, h.count), name
         assert d.histogram.bin_width == h.histogram.bin_width, name
         np.testing.assert_array_equal(d.histogram.counts, h.histogram.counts, err_msg=name)
+        assert_same_means(d.channel_mean, h.channel_mean, name)
+
+
+def test_gpu_pass_equals_host_pass_on_the_cuda_ep(digits_model_path: Path,
+                                                  digits_calib_images: Path) -> None:
+    # The whole pass (second thread, statistics stream, one transfer a batch) against the
+    # host pass over the same CUDA EP's activations: exact counts, means within rtol 1e-9.
+    model = load_model(digits_model_path)
+    x = read_image_folder(digits_calib_images)[0]
+    runs = {d: collect_statistics(model, IterableData([x], graph_inputs(model)).batches(32),
+                                  providers="cuda", device=d) for d in ("cuda", "cpu")}
+    gpu, cpu = runs["cuda"], runs["cpu"]
+    assert (gpu.device, cpu.device) == ("cuda", "cpu") and gpu.num_samples == len(x)
+    for name, c in cpu.tensors.items():
+        g = gpu.tensors[name]
+        assert (g.min, g.max, g.count) == (c.min, c.max, c.count), name
+        assert g.histogram.bin_width == c.histogram.bin_width, name
+        np.testing.assert_array_equal(g.histogram.counts, c.histogram.counts, err_msg=name)
+        assert_same_means(g.channel_mean, c.channel_mean, name)
+
+
+def assert_same_means(device: np.ndarray | None, host: np.ndarray | None, name: str) -> None:
+    """Both sum in float64, in different orders: equal within rtol 1e-9."""
+    if host is None:
+        assert device is None, name
+        return
+    np.testing.assert_allclose(device, host, rtol=1e-9, atol=0, err_msg=name)
 
 
 def test_calibrate_on_gpu_equals_host_statistics_on_effnet(effnet_path: Path,

@@ -21,7 +21,8 @@ def test_device_counts_equal_host_counts_bin_for_bin(dtype) -> None:
     rng = np.random.default_rng(3)
     x = (np.maximum(rng.standard_normal((8, 4000)), -0.5) * 5).astype(dtype)
     cases = [(x, float(np.abs(x).max()) / 2048, 2048),   # the max lands on the top edge
-             (x, float(np.abs(x).max()) / 1000, 900)]    # values past the top: folded
+             (x, float(np.abs(x).max()) / 1000, 900),    # values past the top: folded
+             (x[:, :3999], float(np.abs(x).max()) / 64, 64)]  # a size that LANES doesn't divide
     if dtype != np.float16:  # widths whose float32 reciprocal overflows: the float64 path
         tiny = (x.astype(np.float64) * 1e-37).astype(dtype)
         cases.append((tiny, float(np.abs(tiny).max()) / 64, 64))
