@@ -61,18 +61,19 @@ def numpy_bin_counts(x: np.ndarray, bin_width: float, num_bins: int,
     return counts[:num_bins]
 
 
-def _compile_numba() -> tuple[Callable, Callable, Callable] | None:
+def _compile_numba() -> tuple[Callable, Callable, Callable, Callable] | None:
     """The kernels of ptq/numba_kernels.py, or None without numba."""
     try:
         from ptq import numba_kernels as nk
     except ImportError:
         return None
-    return nk.count4, nk.observe, nk.observe_relu
+    return nk.count4, nk.observe, nk.observe_relu, nk.mse_sweep
 
 
 _NUMBA: Callable | None = None
 _OBSERVE: Callable | None = None
 _OBSERVE_RELU: Callable | None = None
+_MSE: Callable | None = None
 _READY = threading.Event()
 _STARTED = threading.Lock()
 _started = False
@@ -94,11 +95,11 @@ def warm_up() -> None:
 
 
 def _load() -> None:
-    global _NUMBA, _OBSERVE, _OBSERVE_RELU
+    global _NUMBA, _OBSERVE, _OBSERVE_RELU, _MSE
     try:
         kernels = _compile_numba()
         if kernels is not None:
-            count4, fused, relu = kernels
+            count4, fused, relu, sweep = kernels
             count4(np.zeros(8, np.float32), np.float32(1.0), np.zeros(2, np.int64))  # load now
             x = np.zeros(8, np.float32)
             cast = np.zeros(1, np.int32)
@@ -106,7 +107,9 @@ def _load() -> None:
                   np.zeros(2), np.zeros(1), cast, cast.view(np.float32))
             relu(x, x.view(np.int32), 8, 1, np.float32(6.0), np.zeros((3, 2), np.int64),
                  np.zeros(3), np.zeros(2), np.zeros(1), np.zeros(1), cast, cast.view(np.float32))
-            _NUMBA, _OBSERVE, _OBSERVE_RELU = count4, fused, relu
+            one = np.ones(1)
+            sweep(one, one, one, 1.0, 127.0, np.zeros(1))
+            _NUMBA, _OBSERVE, _OBSERVE_RELU, _MSE = count4, fused, relu, sweep
     except Exception as exc:  # a broken numba install must not stop calibration
         log.warning("numba histogram kernel unavailable (%s); using numpy", exc)
     finally:
@@ -119,6 +122,11 @@ def kernel_name(wait: bool = True) -> str:
         warm_up()
         _READY.wait()
     return "numba" if _READY.is_set() and _NUMBA is not None else "numpy"
+
+
+def mse_sweep() -> Callable | None:
+    """The numba MSE candidate sweep once loaded (ptq.calibrators.mse), else None."""
+    return _MSE if _READY.is_set() else None
 
 
 def bin_counts(x: np.ndarray, bin_width: float, num_bins: int,

@@ -215,3 +215,20 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
     state[0] = lo_all
     state[1] = hi_all
     return 0
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+def mse_sweep(centers, weights, amaxes, num_centers, max_bound, errors):  # pragma: no cover
+    """ptq.calibrators.mse's candidate sweep in one loop: the same float64 arithmetic per bin
+    (round half to even, clip, rescale), summed in another order (near-ties are recomputed
+    by the caller with the published arithmetic)."""
+    for j in range(amaxes.shape[0]):
+        a = amaxes[j]
+        up = max_bound / a
+        down = a / max_bound
+        total = 0.0
+        for i in range(centers.shape[0]):
+            c = centers[i]
+            q = min(max(np.rint(c * up), -max_bound), max_bound) * down
+            total += (q - c) * (q - c) * weights[i]
+        errors[j] = total / num_centers

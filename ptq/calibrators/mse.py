@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ptq import kernels
+
 START_BIN = 128
 _CHUNK = 64  # candidates per vectorised block: bounds temporaries to 64 x num_bins
 _TIE_RTOL = 1e-6
@@ -29,10 +31,8 @@ def mse_errors(counts: np.ndarray, bin_width: float, *, start_bin: int = START_B
         return amaxes, errors
     nz = counts > 0  # empty bins add exactly zero error: skip them in the sweep
     c, w = centers[nz], counts[nz]
-    for s in range(0, len(amaxes), _CHUNK):
-        a = amaxes[s:s + _CHUNK, None]
-        q = np.clip(np.round(c * (max_bound / a)), -max_bound, max_bound) * (a / max_bound)
-        errors[s:s + _CHUNK] = ((q - c) ** 2 * w).sum(axis=1) / len(centers)
+    sweep = kernels.mse_sweep() or sweep_numpy  # numba: one loop, without the GIL
+    sweep(c, w, amaxes, float(len(centers)), max_bound, errors)
     # Near-ties are common (e.g. one populated bin): recompute those candidates with the
     # published loop's exact arithmetic (mean over every bin) so they break the same way.
     close = np.flatnonzero(errors <= errors.min() * (1 + _TIE_RTOL) + np.finfo(float).tiny)
@@ -41,6 +41,15 @@ def mse_errors(counts: np.ndarray, bin_width: float, *, start_bin: int = START_B
             * amaxes[i] / max_bound
         errors[i] = np.mean((q - centers) ** 2 * counts)
     return amaxes, errors
+
+
+def sweep_numpy(c: np.ndarray, w: np.ndarray, amaxes: np.ndarray, num_centers: float,
+                max_bound: float, errors: np.ndarray) -> None:
+    """Weighted squared error of every candidate, in blocks of candidates."""
+    for s in range(0, len(amaxes), _CHUNK):
+        a = amaxes[s:s + _CHUNK, None]
+        q = np.clip(np.round(c * (max_bound / a)), -max_bound, max_bound) * (a / max_bound)
+        errors[s:s + _CHUNK] = ((q - c) ** 2 * w).sum(axis=1) / num_centers
 
 
 def mse_amax(counts: np.ndarray, bin_width: float, *, start_bin: int = START_BIN,

@@ -9,7 +9,8 @@ from hypothesis.extra import numpy as hnp
 
 from calibrators.reference_algorithms import mse_amax_reference
 from ptq.calibrators import mse_amax
-from ptq.calibrators.mse import mse_errors
+from ptq import kernels
+from ptq.calibrators.mse import mse_errors, sweep_numpy
 from ptq.table import CalibrationTable
 
 
@@ -61,3 +62,23 @@ def test_matches_the_literal_algorithm_on_efficientnet(effnet_ranges) -> None:
         counts, width = t.histogram.finalized()
         assert mse_amax(counts, width, stride=8) == pytest.approx(
             mse_amax_reference(counts, width, stride=8)), name
+
+
+@pytest.mark.skipif(not kernels.kernel_name(wait=True) == "numba", reason="numba not installed")
+@settings(max_examples=30, deadline=None)
+@given(counts=hnp.arrays(np.int64, st.integers(129, 2048),
+                         elements=st.one_of(st.just(0), st.integers(0, 10**6))),
+       width=st.floats(1e-6, 1e3))
+def test_numba_sweep_equals_numpy_blocks(counts: np.ndarray, width: float) -> None:
+    """The numba sweep (used once loaded) against the numpy blocks: errors to float64
+    summation order, and so the same candidate (near-ties are recomputed exactly)."""
+    centers = (np.arange(len(counts)) + 0.5) * width
+    amaxes = centers[128:]
+    nz = counts > 0
+    fast, slow = np.empty(len(amaxes)), np.empty(len(amaxes))
+    args = (centers[nz], counts[nz].astype(np.float64), amaxes, float(len(counts)), 127.0)
+    kernels.mse_sweep()(*args, fast)
+    sweep_numpy(*args, slow)
+    np.testing.assert_allclose(fast, slow, rtol=1e-11, atol=1e-300)
+    if counts.sum():
+        assert mse_amax(counts, width) == pytest.approx(mse_amax_reference(counts, width))
