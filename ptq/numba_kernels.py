@@ -64,7 +64,7 @@ def _as_float(cast_i, cast_f, key_bits):  # pragma: no cover - compiled
 # order-preserving integer keys of the float bits: exact, NaN-proof and vectorisable
 # without fast-math; reassoc vectorises the sums), one grid check, then pass B (bin
 # indices of a chunk, vectorised, then the counts) while the block is still in cache.
-@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
 def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  # pragma: no cover
     """x, bits: the flat float32 activation and its int32 view, in (n, c) planes of `plane`
     values; counts (1, nb) and widths[0]: local, returned; state: [lo, hi] keys."""
@@ -133,7 +133,7 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
 # y = min(max(x, 0), top) from x's pass: one scatter per value into one of three local
 # histograms, each on its own power-of-two grid: P = 0 <= v < top (x's and y's values
 # alike), N = v < 0 (|v|, x only; y gets 0), A = v >= top (x only; y gets top).
-@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
 def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast_i,
                  cast_f):  # pragma: no cover - compiled
     planes = x.shape[0] // plane
@@ -217,7 +217,7 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
     return 0
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
 def mse_sweep(centers, weights, amaxes, num_centers, max_bound, errors):  # pragma: no cover
     """ptq.calibrators.mse's candidate sweep in one loop: the same float64 arithmetic per bin
     (round half to even, clip, rescale), summed in another order (near-ties are recomputed
