@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import onnx
 
+from ptq import kernels
 from ptq.backends.ort import default_threads
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
 from ptq.calibrators import (AMAX_FLOOR, DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax,
@@ -110,6 +111,7 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
               progress: Callable[[int], None] | None = None) -> CalibrationTable:
     """Calibrate `model` on `data` (image folder, .npy/.npz, or an iterable of arrays/dicts)."""
     check_num_bins(config.num_bins)
+    kernels.warm_up()  # numba loads while the model, the data and the session are prepared
     model_path = Path(model)
     proto = load_model(model_path)
     source = open_model_data(model_path, proto, data, config)

@@ -318,7 +318,11 @@ def _usable(batches: Iterable[Batch], fixed_batch: int | None) -> Iterable[Batch
 def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, inputs: list[str],
                names: list[str], derived: dict[str, ReluOf], fixed_batch: int | None,
                progress: Callable[[int], None] | None, threads: int) -> None:
-    warm_up()  # the fast counting kernel joins once it has loaded (ptq/kernels.py)
+    # numba's kernels, once loaded (ptq/kernels.py; started by `calibrate`): their numpy
+    # fallback is 3-5x slower and, with bincount holding the GIL, serialises many cores
+    # (H200 machine, 16 cores: a 4 s load spent on the fallback doubled the pass).
+    warm_up()
+    kernel_name(wait=True)
     local = threading.local()
     bad: dict[str, CalibrationError] = {}
     pairs = {d.source: (y, d.top) for y, d in derived.items()}
