@@ -95,10 +95,18 @@ class Histogram:
         k = round(math.log2(factor)) if factor >= 1 else -1
         if k < 0 or not math.isclose(factor, 2.0 ** k, rel_tol=1e-12):
             raise ValueError(f"cannot add counts of width {width} to a grid of width {self.bin_width}")
-        nz = np.flatnonzero(counts)
-        if len(nz) and int(nz[-1]) >> k >= len(self.counts):
-            raise ValueError("counts beyond the top of the grid")
-        np.add.at(self.counts, nz >> k, counts[nz])
+        n = len(counts)
+        if k == 0 and n == len(self.counts):
+            self.counts += counts
+        elif n % (1 << min(k, 62)) == 0 and (n >> k) <= len(self.counts):  # power-of-two blocks
+            self.counts[: n >> k] += counts.reshape(n >> k, 1 << k).sum(axis=1)
+        elif (1 << min(k, 62)) >= n:  # every fine bin lies in coarse bin 0
+            self.counts[0] += counts.sum()
+        else:
+            nz = np.flatnonzero(counts)
+            if len(nz) and int(nz[-1]) >> k >= len(self.counts):
+                raise ValueError("counts beyond the top of the grid")
+            np.add.at(self.counts, nz >> k, counts[nz])
 
     def _coarsen(self) -> None:
         """Double the range: new bin k = old bins 2k + 2k+1; the upper half starts empty."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 import threading
 from typing import Any, Callable
 
@@ -153,9 +154,10 @@ def bin_counts(x: np.ndarray, bin_width: float, num_bins: int,
 
 def _key_value(key: float) -> float:
     """The float32 whose order-preserving integer key (see the numba `observe`) is `key`."""
-    k = np.array([int(key)], np.int32)
-    k ^= (k >> 31) & np.int32(0x7FFFFFFF)
-    return float(k.view(np.float32)[0])
+    k = int(key)
+    if k < 0:
+        k ^= 0x7FFFFFFF
+    return struct.unpack("<f", struct.pack("<i", k))[0]
 
 
 def _layout(x: np.ndarray) -> tuple[np.ndarray, int, int]:
