@@ -111,7 +111,9 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
               progress: Callable[[int], None] | None = None) -> CalibrationTable:
     """Calibrate `model` on `data` (image folder, .npy/.npz, or an iterable of arrays/dicts)."""
     check_num_bins(config.num_bins)
-    kernels.warm_up()  # numba loads while the model, the data and the session are prepared
+    device = planned_device(config.providers, config.stats_device)  # starts torch's import
+    if device == "cpu":  # numba loads while the model, the data and the session are prepared
+        kernels.warm_up()  # (not beside torch's import: the two fight for the GIL, +3 s on H200)
     model_path = Path(model)
     proto = load_model(model_path)
     source = open_model_data(model_path, proto, data, config)
@@ -121,8 +123,7 @@ def calibrate(model: str | Path, data: Any, config: CalibrateConfig = CalibrateC
     if requested is None and fixed is None and activation_bytes_per_sample(acts) is None \
             and isinstance(data, (str, Path)):
         requested = probe_batch_size(proto, acts, source, config.providers)
-    batch_size = auto_batch_size(acts, fixed, requested,
-                                 planned_device(config.providers, config.stats_device))
+    batch_size = auto_batch_size(acts, fixed, requested, device)
     if progress is not None and hasattr(progress, "set_total") and hasattr(source, "__len__"):
         progress.set_total(len(source))  # the CLI's bar learns its total here
     try:
