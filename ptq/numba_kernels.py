@@ -35,6 +35,29 @@ def count4(x, inv, counts):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _scatter4(sub, idx, n):  # pragma: no cover - compiled
+    """Counts of idx[:n] into four interleaved sub-histograms (see count4)."""
+    m = n // 4 * 4
+    for j in range(0, m, 4):
+        sub[0, idx[j]] += 1
+        sub[1, idx[j + 1]] += 1
+        sub[2, idx[j + 2]] += 1
+        sub[3, idx[j + 3]] += 1
+    for j in range(m, n):
+        sub[0, idx[j]] += 1
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _flush(counts, sub):  # pragma: no cover - compiled
+    """The sub-histograms into counts: row r's bin j is column r * nb + j of sub."""
+    rows, nb = counts.shape
+    for k4 in range(4):
+        for r in range(rows):
+            for j in range(nb):
+                counts[r, j] += sub[k4, r * nb + j]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
 def _grow(counts, sub, r, width, amax):  # pragma: no cover - compiled
     """Histogram.grow on row r of counts (after flushing row r of the sub-counts)."""
     nb = counts.shape[1]
@@ -114,17 +137,8 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
             n = xs.shape[0]
             for i in range(n):
                 idx[i] = min(np.int32(abs(xs[i]) * inv), last)
-            m = n // 4 * 4  # four interleaved sub-histograms (see count4)
-            for j in range(0, m, 4):
-                sub[0, idx[j]] += 1
-                sub[1, idx[j + 1]] += 1
-                sub[2, idx[j + 2]] += 1
-                sub[3, idx[j + 3]] += 1
-            for j in range(m, n):
-                sub[0, idx[j]] += 1
-    for k4 in range(4):
-        for j in range(nb):
-            counts[0, j] += sub[k4, j]
+            _scatter4(sub, idx, n)
+    _flush(counts, sub)
     state[0] = lo_all
     state[1] = hi_all
     return 0
@@ -200,18 +214,8 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
                 off = (np.int32(0) if v >= zero else np.int32(nb)) + \
                     (np.int32(2 * nb) if v >= top else np.int32(0))
                 idx[i] = off + min(np.int32(abs(v) * scale), last)
-            m = n // 4 * 4  # four interleaved sub-histograms (see count4)
-            for j in range(0, m, 4):
-                sub[0, idx[j]] += 1
-                sub[1, idx[j + 1]] += 1
-                sub[2, idx[j + 2]] += 1
-                sub[3, idx[j + 3]] += 1
-            for j in range(m, n):
-                sub[0, idx[j]] += 1
-    for k4 in range(4):
-        for r in range(3):
-            for j in range(nb):
-                counts[r, j] += sub[k4, r * nb + j]
+            _scatter4(sub, idx, n)
+    _flush(counts, sub)
     state[0] = lo_all
     state[1] = hi_all
     return 0
