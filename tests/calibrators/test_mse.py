@@ -79,6 +79,9 @@ def test_numba_sweep_equals_numpy_blocks(counts: np.ndarray, width: float) -> No
     args = (centers[nz], counts[nz].astype(np.float64), amaxes, float(len(counts)), 127.0)
     kernels.mse_sweep()(*args, fast)
     sweep_numpy(*args, slow)
-    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-300)  # 2048 terms x 2^-52
+    # float64 sums of up to 2048 terms in another order, with reassociated products: measured
+    # up to 1.2e-12 apart; 1e-9 is still far inside the 1e-6 band of near-ties that mse_errors
+    # recomputes with the published arithmetic, so the chosen candidate cannot move.
+    np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-300)
     if counts.sum():
         assert mse_amax(counts, width) == pytest.approx(mse_amax_reference(counts, width))
