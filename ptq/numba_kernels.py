@@ -221,18 +221,26 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
     return 0
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
+@numba.njit(nogil=True, cache=True, boundscheck=False)  # no fast-math: q must round as published
 def mse_sweep(centers, weights, amaxes, num_centers, max_bound, errors):  # pragma: no cover
     """ptq.calibrators.mse's candidate sweep in one loop: the same float64 arithmetic per bin
-    (round half to even, clip, rescale), summed in another order (near-ties are recomputed
-    by the caller with the published arithmetic)."""
+    (round half to even, clip, rescale), summed in four partial sums (near-ties are then
+    recomputed by the caller with the published arithmetic)."""
+    n = centers.shape[0]
+    m = n // 4 * 4
     for j in range(amaxes.shape[0]):
         a = amaxes[j]
         up = max_bound / a
         down = a / max_bound
-        total = 0.0
-        for i in range(centers.shape[0]):
+        part = np.zeros(4)
+        for i in range(0, m, 4):
+            for k in range(4):
+                c = centers[i + k]
+                d = min(max(np.rint(c * up), -max_bound), max_bound) * down - c
+                part[k] += d * d * weights[i + k]
+        total = part[0] + part[1] + part[2] + part[3]
+        for i in range(m, n):
             c = centers[i]
-            q = min(max(np.rint(c * up), -max_bound), max_bound) * down
-            total += (q - c) * (q - c) * weights[i]
+            d = min(max(np.rint(c * up), -max_bound), max_bound) * down - c
+            total += d * d * weights[i]
         errors[j] = total / num_centers
