@@ -209,8 +209,9 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     inputs = [a.name for a in acts if a.producer is None]
     plan = "cpu" if device == "cpu" else planned_device(providers, device)  # preloads torch
     derived = relu_like(model, acts) if derive and plan == "cpu" else {}
-    names = [a.name for a in acts if a.producer is not None and a.name not in derived]
-    augmented = add_outputs(model, [a.info for a in acts if a.name in set(names)])
+    exposed = [a for a in acts if a.producer is not None and a.name not in derived]
+    names = [a.name for a in exposed]
+    augmented = add_outputs(model, [a.info for a in exposed])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
     with OrtRunner(augmented, providers=providers, optimization="all",
                    session_config={"session.intra_op.allow_spinning": "0"}) as runner:
