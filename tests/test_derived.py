@@ -164,3 +164,16 @@ def test_relu_kernel_reports_nan_and_inf_and_adds_nothing(bad: float) -> None:
     (lo, hi), _ = kernels.observe_relu(x, 6.0, hx, hy, sx, sy)
     assert not (math.isfinite(lo) and math.isfinite(hi))
     assert hx.total == hy.total == 0 and not sx.any() and not sy.any()
+
+
+def test_derived_statistics_with_a_bin_count_that_is_not_a_power_of_two() -> None:
+    """1000 bins: widths are not powers of two, so local grids would not nest; the pair is then
+    observed as x and a computed y (numpy), still equal to observing y from ONNX Runtime."""
+    model = _clip_model(13, 0.0, 6.0)
+    rng = np.random.default_rng(5)
+    batches = [rng.standard_normal((2, 3, 40, 40)).astype(np.float32) * s for s in (0.5, 4, 20)]
+    kernels.kernel_name(wait=True)
+    plain, fast = (collect_statistics(model, IterableData(batches, graph_inputs(model)).batches(2),
+                                      num_bins=1000, providers="cpu", device="cpu", derive=d)
+                   for d in (False, True))
+    assert_same(plain, fast)
