@@ -9,8 +9,9 @@ like a C cast. Measured on a 2-core CPU, EfficientNet-Lite0's activations, cold 
 they come out of ONNX Runtime: numpy passes 3.1 ns a value, numba 1.4-1.9 ns; a Relu pair
 2.4-3.4 ns per x value for both tensors.
 
-numba loads in the background (`warm_up`, called by the statistics pass; 0.6 s from numba's
-on-disk cache); batches seen before it is ready use numpy. `PTQ_KERNEL=numpy` forces numpy
+numba loads in the background (`warm_up`, called when `calibrate` starts; 0.6 s from numba's
+on-disk cache) and the host statistics pass waits for it; other callers use numpy until it is
+ready. `PTQ_KERNEL=numpy` forces numpy
 (to compare, or where numba misbehaves). `bin_counts` is the histogram-only kernel the
 numpy path and the GPU path (ptq/cuda_stats.py) share.
 """
