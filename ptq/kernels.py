@@ -249,11 +249,18 @@ def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray
     if hy.bin_width:  # y's zeros from x's negatives, y's tops from x's values >= top
         hy.counts[0] += int(n.sum())
         if a.any():
-            top_bin = min(int(f32_top * np.float32(1.0 / hy.bin_width)), len(hy.counts) - 1)
-            hy.counts[top_bin] += int(a.sum())
+            hy.counts[_bin_of(f32_top, hy.bin_width, len(hy.counts))] += int(a.sum())
     else:
         hy.pending_zeros += int(n.sum())
     return (lo, hi), (y_lo, y_hi)
+
+
+def _bin_of(value: np.float32, width: float, num_bins: int) -> int:
+    """The bin `numpy_bin_counts` puts one value in (float64 below float32's reach)."""
+    inv = 1.0 / width
+    if inv < _F32_MAX:
+        return min(int(np.float32(abs(value)) * np.float32(inv)), num_bins - 1)
+    return min(int(abs(float(value)) * inv), num_bins - 1)
 
 
 def _add(hist: Any, parts: list[tuple[np.ndarray, float]]) -> None:

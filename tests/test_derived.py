@@ -130,7 +130,7 @@ def test_clip_bound_that_is_computed_is_not_derived() -> None:
 
 
 @pytest.mark.skipif(not kernels.kernel_name(wait=True) == "numba", reason="numba not installed")
-@pytest.mark.parametrize("top", [6.0, math.inf, 1e-3, 1e30])
+@pytest.mark.parametrize("top", [6.0, math.inf, 1e-3, 1e30, 1e-40])  # 1e-40: a float64 top bin
 def test_relu_kernel_equals_numpy_over_growing_batches(top: float) -> None:
     """The numba pair kernel against its numpy fallback (y computed, both observed)."""
     rng = np.random.default_rng(3)
