@@ -177,3 +177,86 @@ def test_derived_statistics_with_a_bin_count_that_is_not_a_power_of_two() -> Non
                                       num_bins=1000, providers="cpu", device="cpu", derive=d)
                    for d in (False, True))
     assert_same(plain, fast)
+
+
+def test_a_custom_domain_op_named_relu_is_not_derived() -> None:
+    model = _clip_model(13, 0.0, 6.0)
+    model.graph.node[1].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    assert relu_like(model, activations(model)) == {}
+
+
+# Odd graphs (written in review): a Relu of a graph input, a Relu of a derived Relu, two Relus of
+# one tensor, Clip bounds from Constant nodes (a tensor and value_float), an initializer of
+# shape [1], min = -0.0, an opset-6 Clip with only a min (top FLT_MAX) over values near 1e38, a
+# Clip whose min is absent, and rank-2 inputs.
+F = TensorProto.FLOAT
+
+
+def _graph(nodes: list, inits: list, opset: int, in_shape: list, outs: list[str]) -> onnx.ModelProto:
+    for i, n in enumerate(nodes):
+        n.name = n.name or f"n{i}_{n.op_type}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, in_shape)],
+                              [helper.make_tensor_value_info(o, F, None) for o in outs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _chains_opset13() -> onnx.ModelProto:
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Relu", ["x"], ["c"]),
+             helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", F, [], [0.0])),
+             helper.make_node("Constant", [], ["six"], value_float=6.0),
+             helper.make_node("Clip", ["b", "zero", "six"], ["d"]),
+             helper.make_node("Clip", ["c", "zero", "one1"], ["e"]),
+             helper.make_node("Add", ["d", "e"], ["f"]),
+             helper.make_node("Clip", ["f", "negz", "half"], ["g"]),
+             helper.make_node("Relu", ["g"], ["h"])]
+    inits = [helper.make_tensor("one1", F, [1], [1.0]), helper.make_tensor("negz", F, [], [-0.0]),
+             helper.make_tensor("half", F, [], [0.5])]
+    return _graph(nodes, inits, 13, [None, 3, None, None], ["h", "a"])
+
+
+def _huge_opset6() -> onnx.ModelProto:
+    w = helper.make_tensor("w", F, [4, 3, 3, 3],
+                           (np.random.default_rng(0).standard_normal(108) * 1e34).astype(np.float32))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c"], ["y"], min=0.0),
+             helper.make_node("Clip", ["y"], ["z"], min=0.0, max=1e-3),
+             helper.make_node("Relu", ["z"], ["r"])]
+    return _graph(nodes, [w], 6, [None, 3, 40, 40], ["r"])
+
+
+def _rank2_opset11() -> onnx.ModelProto:
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Clip", ["a", "", "top"], ["b"]),
+             helper.make_node("Clip", ["x", "zero", ""], ["c"]),
+             helper.make_node("Add", ["b", "c"], ["d"])]
+    inits = [helper.make_tensor("top", F, [], [2.0]), helper.make_tensor("zero", F, [], [0.0])]
+    return _graph(nodes, inits, 11, [None, 5000], ["d"])
+
+
+def _edge_batches(shape: tuple[int, ...], n: int, seed: int) -> list[np.ndarray]:
+    """Growing ranges with zeros of both signs, tops, bin edges and subnormals; all-zero first."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x = (rng.standard_normal(shape) * 2.0 ** (3 * i - 4)).astype(np.float32)
+        f = x.reshape(-1)
+        f[::7], f[1::11], f[2::13], f[3::17], f[4::19] = 0.0, -0.0, 6.0, 1.0, 0.5
+        f[5::23], f[6::29] = 2.0 ** -140, -(2.0 ** -149)
+        out.append(x)
+    out[0][:] = 0.0
+    return out
+
+
+@pytest.mark.parametrize("make,shape", [(_chains_opset13, (2, 3, 40, 40)), (_chains_opset13, (1, 3, 1, 1)),
+                                        (_huge_opset6, (2, 3, 40, 40)), (_rank2_opset11, (2, 5000)),
+                                        (_rank2_opset11, (1, 5000))])
+def test_odd_graphs(make, shape: tuple[int, ...]) -> None:
+    model = make()
+    assert relu_like(model, activations(model))  # something is derived in each
+    plain, fast = both(model, _edge_batches(shape, 4, 1))
+    assert_same(plain, fast)

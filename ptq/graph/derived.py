@@ -35,7 +35,8 @@ def relu_like(model: onnx.ModelProto, acts: list[Activation]) -> dict[str, ReluO
     out: dict[str, ReluOf] = {}
     used: set[str] = set()
     for node in model.graph.node:
-        if node.op_type not in ("Relu", "Clip") or not node.input or not node.output:
+        if node.op_type not in ("Relu", "Clip") or node.domain not in ("", "ai.onnx") \
+                or not node.input or not node.output:  # a custom op of that name is not a Relu
             continue
         x, y = node.input[0], node.output[0]
         if x not in float32 or y not in float32 or x in used or x in out:
