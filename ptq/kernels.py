@@ -82,9 +82,9 @@ _started = False
 
 
 def warm_up() -> None:
-    """Start loading the numba kernel in the background. Loading costs ~1.5 s of CPU even
-    from numba's on-disk cache (LLVM start-up), more than it saves on a small calibration
-    set: until it is ready `bin_counts` counts with numpy, whose counts are identical."""
+    """Start loading the numba kernels in the background (0.6-2.5 s even from numba's disk
+    cache: LLVM start-up). Until they are ready every kernel here runs its numpy path, with
+    identical results; the host statistics pass waits for them (`kernel_name(wait=True)`)."""
     global _started
     with _STARTED:
         if _started:
@@ -119,7 +119,7 @@ def _load() -> None:
 
 
 def kernel_name(wait: bool = True) -> str:
-    """'numba' or 'numpy': the kernel `bin_counts` uses now (wait: once loading is over)."""
+    """'numba' or 'numpy': the kernels in use now (wait: once loading is over)."""
     if wait:
         warm_up()
         _READY.wait()
