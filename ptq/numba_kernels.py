@@ -83,6 +83,48 @@ def _as_float(cast_i, cast_f, key_bits):  # pragma: no cover - compiled
     return np.float64(cast_f[0])
 
 
+# Pass A of one plane, in functions of their own: inlined into the block loop, these
+# reductions stayed scalar (1.5-2.9 ns a value on EfficientNet-Lite0's activations, 2-core
+# AVX-512 CPU); on their own they vectorise (0.45-0.9 ns, memory-bound). Keys: the float
+# bits made order-preserving integers (exact min/max, NaN-proof, no fast-math needed).
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
+def _plane_pass(xs, bs):  # pragma: no cover - compiled
+    """(sum, min key, max key) of one plane."""
+    lo = np.int32(2147483647)
+    hi = np.int32(-2147483648)
+    total = 0.0
+    for i in range(xs.shape[0]):
+        total += xs[i]
+        b = bs[i]
+        k = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        lo = k if k < lo else lo
+        hi = k if k > hi else hi
+    return total, lo, hi
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
+def _relu_plane_pass(xs, bs, top, top_bits):  # pragma: no cover - compiled
+    """(sum of x, sum of min(max(x, 0), top), min key, max key, largest bits below top's)."""
+    zero = np.float32(0.0)
+    lo = np.int32(2147483647)
+    hi = np.int32(-2147483648)
+    pmax = np.int32(0)
+    tx = 0.0
+    ty = 0.0
+    for i in range(xs.shape[0]):
+        v = xs[i]
+        tx += v
+        y = v if v > zero else zero
+        ty += y if y < top else top
+        b = bs[i]
+        k = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        lo = k if k < lo else lo
+        hi = k if k > hi else hi
+        m = b if b < top_bits else np.int32(0)
+        pmax = m if m > pmax else pmax
+    return tx, ty, lo, hi, pmax
+
+
 # Blocks of whole (n, c) planes of >= BLOCK values: pass A (per-plane sums, min/max on
 # order-preserving integer keys of the float bits: exact, NaN-proof and vectorisable
 # without fast-math; reassoc vectorises the sums), one grid check, then pass B (bin
@@ -107,13 +149,9 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
         for p in range(p0, p1):
             xs = x[p * plane:(p + 1) * plane]  # slices: zero-based loops, which vectorise
             bs = bits[p * plane:(p + 1) * plane]
-            total = 0.0
-            for i in range(xs.shape[0]):
-                total += xs[i]
-                b = bs[i]
-                k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
-                lo = min(lo, k)
-                hi = max(hi, k)
+            total, plane_lo, plane_hi = _plane_pass(xs, bs)
+            lo = min(lo, plane_lo)
+            hi = max(hi, plane_hi)
             if sums:
                 csum[p % n_c] += total
         lo_all = min(lo_all, lo)
@@ -172,18 +210,10 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
         for p in range(p0, p1):
             xs = x[p * plane:(p + 1) * plane]
             bs = bits[p * plane:(p + 1) * plane]
-            tx = 0.0
-            ty = 0.0
-            for i in range(xs.shape[0]):
-                v = xs[i]
-                tx += v
-                y = v if v > zero else zero
-                ty += y if y < top else top
-                b = bs[i]
-                k = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
-                lo = min(lo, k)
-                hi = max(hi, k)
-                pmax = max(pmax, b if b < top_bits else np.int32(0))
+            tx, ty, plane_lo, plane_hi, plane_pmax = _relu_plane_pass(xs, bs, top, top_bits)
+            lo = min(lo, plane_lo)
+            hi = max(hi, plane_hi)
+            pmax = max(pmax, plane_pmax)
             if sums:
                 csx[p % n_c] += tx
                 csy[p % n_c] += ty
