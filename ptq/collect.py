@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import onnx
 
-from ptq.backends.ort import OrtRunner, default_threads, resolve_providers
+from ptq.backends.ort import OrtRunner, default_threads, nchwc_block, resolve_providers
 from ptq.datasets.base import Batch
-from ptq.errors import CalibrationError, ConfigError, InternalError
+from ptq.errors import CalibrationError, ConfigError, InternalError, PtqError
 from ptq.graph.derived import ReluOf, relu_like
 from ptq.graph.edit import add_outputs
-from ptq.graph.model import Activation, activations
+from ptq.graph.model import PROTOBUF_LIMIT, Activation, activations, data_dir, load_model
+from ptq.graph.nchwc import Blocked, expose_blocked
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
 from ptq.kernels import kernel_name, observe, observe_relu, warm_up
 
@@ -51,14 +55,15 @@ class TensorStatistics:
     channel_count: int = 0
 
     def update(self, x: Any, scratch: Scratch | None = None,
-               minmax: tuple[float, float] | None = None) -> None:
-        """Add one batch: `x` a numpy array (one fused pass, ptq.kernels.observe) or a
-        `ptq.cuda_stats.DeviceTensor` with the `minmax` its caller reduced for the whole batch."""
+               minmax: tuple[float, float] | None = None, lanes: int = 1) -> None:
+        """Add one batch: `x` a numpy array (one fused pass, ptq.kernels.observe; `lanes` > 1:
+        in ONNX Runtime's NCHWc blocks, ptq.graph.nchwc) or a `ptq.cuda_stats.DeviceTensor`
+        with the `minmax` its caller reduced for the whole batch."""
         if x.size == 0:
             return
         sums = self._channel_target(x)
         if isinstance(x, np.ndarray):
-            lo, hi = observe(x, self.histogram, sums, scratch)
+            lo, hi = observe(x, self.histogram, sums, scratch, lanes)
             self._check_finite(lo, hi)
         else:
             lo, hi = minmax if minmax is not None else x.minmax()
@@ -69,13 +74,14 @@ class TensorStatistics:
         self._record(x, lo, hi, sums)
 
     def update_with_relu(self, y: TensorStatistics, x: np.ndarray, top: float,
-                         scratch: Scratch | None = None) -> None:
+                         scratch: Scratch | None = None, lanes: int = 1) -> None:
         """Add this tensor's batch `x` and, from the same pass, the batch of `y` =
         min(max(x, 0), top), which ONNX Runtime then need not copy out (ptq.graph.derived)."""
         if x.size == 0:
             return
         sx, sy = self._channel_target(x), y._channel_target(x)
-        (lo, hi), (y_lo, y_hi) = observe_relu(x, top, self.histogram, y.histogram, sx, sy, scratch)
+        (lo, hi), (y_lo, y_hi) = observe_relu(x, top, self.histogram, y.histogram, sx, sy,
+                                              scratch, lanes)
         self._check_finite(lo, hi)
         self._record(x, lo, hi, sx)
         y._record(x, y_lo, y_hi, sy)
@@ -129,6 +135,7 @@ class Statistics:
     provider: str = ""       # the execution provider that actually ran (ORT may fall back)
     device: str = "cpu"      # where the statistics were computed: "cpu" or "cuda"
     kernel: str = ""         # the counting kernel: numba / numpy (host), torch (GPU)
+    blocked: tuple[str, ...] = ()  # activations read in ONNX Runtime's NCHWc blocks (ptq.graph.nchwc)
 
 
 def activation_bytes_per_sample(acts: list[Activation]) -> int | None:
@@ -188,7 +195,7 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
                        fixed_batch: int | None = None, acts: list[Activation] | None = None,
                        progress: Callable[[int], None] | None = None,
                        device: str = "auto", threads: int | None = None,
-                       derive: bool = True) -> Statistics:
+                       derive: bool = True, blocked: bool = True) -> Statistics:
     """One pass of the FP32 model over `batches`, feeding every activation's accumulators.
 
     device "cuda" (the default "auto" picks it when ONNX Runtime runs on its CUDA EP and
@@ -213,9 +220,11 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     names = [a.name for a in exposed]
     augmented = add_outputs(model, [a.info for a in exposed])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
-    with OrtRunner(augmented, providers=providers, optimization="all",
-                   session_config={"session.intra_op.allow_spinning": "0"}) as runner:
+    with ExitStack() as stack:
+        runner, blocked = _statistics_runner(stack, augmented, acts, names, providers,
+                                             blocked=blocked and plan == "cpu")
         stats.provider = runner.provider
+        stats.blocked = tuple(blocked)
         stats.device = _statistics_device(device, runner)
         log.info("statistics pass on %s, statistics on %s", stats.provider, stats.device)
         if stats.device == "cuda":
@@ -225,9 +234,46 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
             _device_pass(runner, batches, stats, inputs, names, fixed_batch, progress)
             return stats
         _host_pass(runner, batches, stats, inputs, names, derived, fixed_batch, progress,
-                   threads or stats_threads())
+                   threads or stats_threads(), blocked)
         stats.kernel = kernel_name(wait=False)
     return stats
+
+
+def _statistics_runner(stack: ExitStack, augmented: onnx.ModelProto, acts: list[Activation],
+                       names: list[str], providers: str | list[str], *, blocked: bool
+                       ) -> tuple[OrtRunner, dict[str, Blocked]]:
+    """The session of the pass, and the exposed tensors it outputs in NCHWc blocks.
+
+    Host statistics on the CPU EP: ORT's own optimized graph (level `all`, saved as it builds
+    the session) is rewritten by ptq.graph.nchwc so that tensors it computes in NCHWc blocks
+    come out without their reorder to NCHW; that graph then runs as it is (level `disable`).
+    Where nothing changes, or the model is too large to save inline, the first session runs."""
+    config = {"session.intra_op.allow_spinning": "0"}
+    block = nchwc_block() if blocked else None
+    if block is None or resolve_providers(providers)[0] != "CPUExecutionProvider" \
+            or data_dir(augmented) is not None or augmented.ByteSize() >= PROTOBUF_LIMIT // 2:
+        return stack.enter_context(OrtRunner(augmented, providers=providers, optimization="all",
+                                             session_config=config)), {}
+    with ExitStack() as first, tempfile.TemporaryDirectory(prefix="ptq-nchwc-") as folder:
+        path = Path(folder) / "optimized.onnx"
+        runner = first.enter_context(OrtRunner(augmented, providers=providers, optimization="all",
+                                               session_config=config, save_optimized=path))
+        mapping: dict[str, Blocked] = {}
+        try:
+            shapes = {a.name: a.info.shape for a in acts}
+            rewritten, mapping = expose_blocked(load_model(path, check=False), set(names),
+                                                shapes, block)
+            if mapping:
+                fast = stack.enter_context(OrtRunner(rewritten, providers=providers,
+                                                     optimization="disable", session_config=config))
+        except PtqError as exc:  # a graph this rewrite does not handle: NCHW outputs still work
+            log.warning("statistics outputs stay in NCHW: %s", exc)
+            mapping = {}
+        if not mapping:
+            stack.enter_context(first.pop_all())  # the first session runs the pass
+            return runner, {}
+    log.info("%d of %d activations read in NCHWc blocks of %d", len(mapping), len(names), block)
+    return fast, mapping
 
 
 def _device_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics,
@@ -318,7 +364,8 @@ def _usable(batches: Iterable[Batch], fixed_batch: int | None) -> Iterable[Batch
 
 def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, inputs: list[str],
                names: list[str], derived: dict[str, ReluOf], fixed_batch: int | None,
-               progress: Callable[[int], None] | None, threads: int) -> None:
+               progress: Callable[[int], None] | None, threads: int,
+               blocked: dict[str, Blocked] | None = None) -> None:
     # numba's kernels, once loaded (ptq/kernels.py; started by `calibrate`): their numpy
     # fallback is 3-5x slower and, with bincount holding the GIL, serialises many cores
     # (H200 machine, 16 cores: a 4 s load spent on the fallback doubled the pass).
@@ -327,17 +374,21 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
     local = threading.local()
     bad: dict[str, CalibrationError] = {}
     pairs = {d.source: (y, d.top) for y, d in derived.items()}
+    blocked = blocked or {}
+    fetch = [blocked[n].output if n in blocked else n for n in names]
 
     def task(outputs: dict[str, np.ndarray], name: str) -> None:
         scratch = getattr(local, "scratch", None)
         if scratch is None:
             scratch = local.scratch = Scratch()
+        lanes = blocked[name].block if name in blocked else 1
         try:
             if name in pairs:
                 y, top = pairs[name]
-                stats.tensors[name].update_with_relu(stats.tensors[y], outputs[name], top, scratch)
+                stats.tensors[name].update_with_relu(stats.tensors[y], outputs[name], top, scratch,
+                                                     lanes)
             else:
-                stats.tensors[name].update(outputs[name], scratch)
+                stats.tensors[name].update(outputs[name], scratch, lanes=lanes)
         except CalibrationError as exc:  # reported in graph order once the batch is done
             bad[name] = exc
 
@@ -345,7 +396,7 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
         pending: list[Future] = []
         previous: Batch | None = None
         for batch in _usable(batches, fixed_batch):
-            outputs = runner.infer(batch.feeds, names)
+            outputs = dict(zip(names, runner.infer(batch.feeds, fetch).values()))
             outputs.update((n, batch.feeds[n]) for n in inputs)
             _finish(pending, previous, stats, bad, progress)
             # One task per tensor, largest first: the pool balances the cores by itself.

@@ -105,9 +105,9 @@ def _load() -> None:
             count4(np.zeros(8, np.float32), np.float32(1.0), np.zeros(2, np.int64))  # load now
             x = np.zeros(8, np.float32)
             cast = np.zeros(1, np.int32)
-            fused(x, x.view(np.int32), 8, 1, np.zeros((1, 2), np.int64), np.zeros(1),
+            fused(x, x.view(np.int32), 8, 1, 1, np.zeros((1, 2), np.int64), np.zeros(1),
                   np.zeros(2), np.zeros(1), cast, cast.view(np.float32))
-            relu(x, x.view(np.int32), 8, 1, np.float32(6.0), np.zeros((3, 2), np.int64),
+            relu(x, x.view(np.int32), 8, 1, 1, np.float32(6.0), np.zeros((3, 2), np.int64),
                  np.zeros(3), np.zeros(2), np.zeros(1), np.zeros(1), cast, cast.view(np.float32))
             one = np.ones(1)
             sweep(one, one, one, 1.0, 127.0, np.zeros(1))
@@ -161,11 +161,21 @@ def _key_value(key: float) -> float:
     return struct.unpack("<f", struct.pack("<i", k))[0]
 
 
-def _layout(x: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """The flat array, values per (n, c) plane, channels (axis 1; 1 below rank 2)."""
+def _layout(x: np.ndarray, lanes: int = 1) -> tuple[np.ndarray, int, int]:
+    """The flat array, values per plane, planes per sample: (n, c) planes, or with lanes > 1
+    (ONNX Runtime's NCHWc blocks, ptq.graph.nchwc) planes of `lanes` interleaved channels."""
     if x.ndim < 2:
         return x.reshape(-1), x.size, 1
-    return x.reshape(-1), x.size // (x.shape[0] * x.shape[1]), x.shape[1]
+    n_c = x.shape[1] // lanes
+    return x.reshape(-1), x.size // (x.shape[0] * n_c), n_c
+
+
+def _channel_sums(x: np.ndarray, lanes: int = 1) -> np.ndarray:
+    """numpy's float64 per-channel sums, in either layout."""
+    if lanes == 1:
+        return x.reshape(x.shape[0], x.shape[1], -1).sum(axis=(0, 2), dtype=np.float64)
+    return x.reshape(x.shape[0], x.shape[1] // lanes, -1, lanes).sum(
+        axis=(0, 2), dtype=np.float64).reshape(-1)
 
 
 def _fast(x: np.ndarray, *hists: Any) -> bool:
@@ -178,7 +188,7 @@ def _fast(x: np.ndarray, *hists: Any) -> bool:
 
 
 def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
-            scratch: Scratch | None = None) -> tuple[float, float]:
+            scratch: Scratch | None = None, lanes: int = 1) -> tuple[float, float]:
     """One batch of one activation into its accumulators; returns the batch's (min, max).
 
     Adds |x| to `hist` (a ptq.histogram.Histogram, whose grid grows as `Histogram.update`
@@ -187,20 +197,21 @@ def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
     min/max, then the counts while the block is still in cache (on a 2-core CPU, over
     EfficientNet-Lite0's activations: ~2 ns a value, against 3.1 ns for the four numpy/numba
     passes it replaces). A NaN or Inf makes the returned min or max non-finite, and
-    nothing is added.
+    nothing is added. `lanes` > 1: x is [N, C, H, W] in NCHWc blocks of `lanes` channels
+    (ptq.graph.nchwc); only the sums depend on the layout.
     """
     if not _fast(x, hist):
-        return _observe_numpy(x, hist, channel_sum, scratch)
-    flat, plane, n_c = _layout(x)
+        return _observe_numpy(x, hist, channel_sum, scratch, lanes)
+    flat, plane, n_c = _layout(x, lanes)
     counts, widths, keys, cast = np.zeros((1, hist.num_bins), np.int64), np.zeros(1), np.zeros(2), \
         np.zeros(1, np.int32)
-    sums = np.zeros(n_c if channel_sum is not None else 0)
-    code = _OBSERVE(flat, flat.view(np.int32), plane, n_c, counts, widths, keys, sums, cast,
+    sums = np.zeros(n_c * lanes if channel_sum is not None else 0)
+    code = _OBSERVE(flat, flat.view(np.int32), plane, n_c, lanes, counts, widths, keys, sums, cast,
                     cast.view(np.float32))
     if code == 1:
         return float(x.min()), float(x.max())  # non-finite: numpy says which (NaN or Inf)
     if code == 2:
-        return _observe_numpy(x, hist, channel_sum, scratch)
+        return _observe_numpy(x, hist, channel_sum, scratch, lanes)
     lo, hi = _key_value(keys[0]), _key_value(keys[1])
     if channel_sum is not None:
         channel_sum += sums
@@ -211,7 +222,7 @@ def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
 
 
 def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray | None,
-                 sums_y: np.ndarray | None, scratch: Scratch | None = None
+                 sums_y: np.ndarray | None, scratch: Scratch | None = None, lanes: int = 1
                  ) -> tuple[tuple[float, float], tuple[float, float]]:
     """`observe` of x and of y = min(max(x, 0), top) (Relu, ReLU6) from one pass over x.
 
@@ -220,18 +231,18 @@ def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray
     at least as fine as the one it is added to (`Histogram.add_counts`). The numpy fallback
     computes y and observes both."""
     if not _fast(x, hx, hy) or (sums_x is None) != (sums_y is None):
-        return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch)
-    flat, plane, n_c = _layout(x)
+        return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch, lanes)
+    flat, plane, n_c = _layout(x, lanes)
     counts, widths, keys, cast = np.zeros((3, hx.num_bins), np.int64), np.zeros(3), np.zeros(2), \
         np.zeros(1, np.int32)
-    csx = np.zeros(n_c if sums_x is not None else 0)
+    csx = np.zeros(n_c * lanes if sums_x is not None else 0)
     csy = np.zeros_like(csx)
-    code = _OBSERVE_RELU(flat, flat.view(np.int32), plane, n_c, np.float32(top), counts, widths,
-                         keys, csx, csy, cast, cast.view(np.float32))
+    code = _OBSERVE_RELU(flat, flat.view(np.int32), plane, n_c, lanes, np.float32(top), counts,
+                         widths, keys, csx, csy, cast, cast.view(np.float32))
     if code == 1:  # NaN/Inf: nothing was added; numpy says which
         return (float(x.min()), float(x.max())), (0.0, 0.0)
     if code == 2:  # a grid finer than float32 can scale to: count in float64
-        return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch)
+        return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch, lanes)
     lo, hi = _key_value(keys[0]), _key_value(keys[1])
     if sums_x is not None and sums_y is not None:
         sums_x += csx
@@ -273,22 +284,22 @@ def _add(hist: Any, parts: list[tuple[np.ndarray, float]]) -> None:
 
 
 def _observe_numpy(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
-                   scratch: Scratch | None) -> tuple[float, float]:
+                   scratch: Scratch | None, lanes: int = 1) -> tuple[float, float]:
     lo, hi = float(x.min()), float(x.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return lo, hi
     hist.update(x, max(-lo, hi), scratch)
     if channel_sum is not None:
-        channel_sum += x.reshape(x.shape[0], x.shape[1], -1).sum(axis=(0, 2), dtype=np.float64)
+        channel_sum += _channel_sums(x, lanes)
     return lo, hi
 
 
 
 def _observe_relu_numpy(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray | None,
-                        sums_y: np.ndarray | None, scratch: Scratch | None
+                        sums_y: np.ndarray | None, scratch: Scratch | None, lanes: int = 1
                         ) -> tuple[tuple[float, float], tuple[float, float]]:
-    first = _observe_numpy(x, hx, sums_x, scratch)
+    first = _observe_numpy(x, hx, sums_x, scratch, lanes)
     if not all(math.isfinite(v) for v in first):
         return first, (0.0, 0.0)
     y = np.minimum(np.maximum(x, x.dtype.type(0)), x.dtype.type(top))
-    return first, _observe_numpy(y, hy, sums_y, scratch)
+    return first, _observe_numpy(y, hy, sums_y, scratch, lanes)

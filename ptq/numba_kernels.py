@@ -125,14 +125,41 @@ def _relu_plane_pass(xs, bs, top, top_bits):  # pragma: no cover - compiled
     return tx, ty, lo, hi, pmax
 
 
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
+def _lane_sums(xs, lanes, acc):  # pragma: no cover - compiled
+    """Per-channel sums of one plane of NCHWc blocks ([H, W, lanes]) into acc[:lanes]."""
+    for j in range(lanes):
+        acc[j] = 0.0
+    for h in range(0, xs.shape[0], lanes):
+        for j in range(lanes):
+            acc[j] += xs[h + j]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
+def _relu_lane_sums(xs, lanes, top, acc_x, acc_y):  # pragma: no cover - compiled
+    """_lane_sums of x and of min(max(x, 0), top)."""
+    zero = np.float32(0.0)
+    for j in range(lanes):
+        acc_x[j] = 0.0
+        acc_y[j] = 0.0
+    for h in range(0, xs.shape[0], lanes):
+        for j in range(lanes):
+            v = xs[h + j]
+            acc_x[j] += v
+            y = v if v > zero else zero
+            acc_y[j] += y if y < top else top
+
+
 # Blocks of whole (n, c) planes of >= BLOCK values: pass A (per-plane sums, min/max on
 # order-preserving integer keys of the float bits: exact, NaN-proof and vectorisable
 # without fast-math; reassoc vectorises the sums), one grid check, then pass B (bin
 # indices of a chunk, vectorised, then the counts) while the block is still in cache.
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
-def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  # pragma: no cover
+def observe(x, bits, plane, n_c, lanes, counts, widths, state, csum, cast_i,
+            cast_f):  # pragma: no cover - compiled
     """x, bits: the flat float32 activation and its int32 view, in (n, c) planes of `plane`
-    values; counts (1, nb) and widths[0]: local, returned; state: [lo, hi] keys."""
+    values (lanes > 1: planes of NCHWc blocks, `lanes` channels each, csum per channel);
+    counts (1, nb) and widths[0]: local, returned; state: [lo, hi] keys."""
     planes = x.shape[0] // plane
     nb = counts.shape[1]
     last = np.int32(nb - 1)
@@ -141,6 +168,7 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
     lo_all = np.int32(2147483647)
     hi_all = np.int32(-2147483648)
     sums = csum.shape[0] > 0
+    acc = np.zeros(lanes)
     step = max(1, BLOCK // max(1, plane))
     for p0 in range(0, planes, step):
         p1 = min(planes, p0 + step)
@@ -152,8 +180,13 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
             total, plane_lo, plane_hi = _plane_pass(xs, bs)
             lo = min(lo, plane_lo)
             hi = max(hi, plane_hi)
-            if sums:
+            if sums and lanes == 1:
                 csum[p % n_c] += total
+            elif sums:
+                _lane_sums(xs, lanes, acc)
+                base = (p % n_c) * lanes
+                for j in range(lanes):
+                    csum[base + j] += acc[j]
         lo_all = min(lo_all, lo)
         hi_all = max(hi_all, hi)
         bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
@@ -186,7 +219,7 @@ def observe(x, bits, plane, n_c, counts, widths, state, csum, cast_i, cast_f):  
 # histograms, each on its own power-of-two grid: P = 0 <= v < top (x's and y's values
 # alike), N = v < 0 (|v|, x only; y gets 0), A = v >= top (x only; y gets top).
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
-def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast_i,
+def observe_relu(x, bits, plane, n_c, lanes, top, counts, widths, state, csx, csy, cast_i,
                  cast_f):  # pragma: no cover - compiled
     planes = x.shape[0] // plane
     nb = counts.shape[1]
@@ -201,6 +234,8 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
     lo_all = np.int32(2147483647)
     hi_all = np.int32(-2147483648)
     sums = csx.shape[0] > 0
+    acc_x = np.zeros(lanes)
+    acc_y = np.zeros(lanes)
     step = max(1, BLOCK // max(1, plane))
     for p0 in range(0, planes, step):
         p1 = min(planes, p0 + step)
@@ -214,9 +249,15 @@ def observe_relu(x, bits, plane, n_c, top, counts, widths, state, csx, csy, cast
             lo = min(lo, plane_lo)
             hi = max(hi, plane_hi)
             pmax = max(pmax, plane_pmax)
-            if sums:
+            if sums and lanes == 1:
                 csx[p % n_c] += tx
                 csy[p % n_c] += ty
+            elif sums:
+                _relu_lane_sums(xs, lanes, top, acc_x, acc_y)
+                base = (p % n_c) * lanes
+                for j in range(lanes):
+                    csx[base + j] += acc_x[j]
+                    csy[base + j] += acc_y[j]
         lo_all = min(lo_all, lo)
         hi_all = max(hi_all, hi)
         bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)

@@ -77,3 +77,39 @@ def test_fused_observe_reports_nan_and_inf_and_adds_nothing(bad: float) -> None:
     hist, sums = Histogram(), np.zeros(4)
     lo, hi = kernels.observe(x, hist, sums)
     assert not (np.isfinite(lo) and np.isfinite(hi)) and hist.total == 0 and not sums.any()
+
+
+def _to_blocks(x: np.ndarray, lanes: int) -> np.ndarray:
+    """x [N, C, H, W] laid out as ONNX Runtime's NCHWc ([N, C/lanes, H, W, lanes] in memory),
+    read back with the NCHW shape, as the statistics outputs come."""
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // lanes, lanes, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+@pytest.mark.parametrize("path", ["numba", "numpy"])
+def test_observe_in_nchwc_blocks_equals_nchw(lanes: int, path: str, monkeypatch) -> None:
+    """Counts, widths and min/max are the same values in another order; each channel's sum is
+    its own lane of the blocks (summation order only)."""
+    if path == "numpy":
+        monkeypatch.setattr(kernels, "_fast", lambda *a: False)
+    elif kernels.kernel_name(wait=True) != "numba":
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(8)
+    nchw, blocked = (Histogram(), np.zeros(32)), (Histogram(), np.zeros(32))
+    relu_nchw = (Histogram(), Histogram(), np.zeros(32), np.zeros(32))
+    relu_blk = (Histogram(), Histogram(), np.zeros(32), np.zeros(32))
+    for scale in (0.0, 0.01, 3.0, 40.0):
+        x = (rng.standard_normal((3, 32, 9, 11)) * scale + np.arange(32).reshape(1, 32, 1, 1) * scale / 8
+             ).astype(np.float32)
+        b = _to_blocks(x, lanes)
+        assert kernels.observe(b, blocked[0], blocked[1], lanes=lanes) == \
+            kernels.observe(x, nchw[0], nchw[1])
+        assert kernels.observe_relu(b, 6.0, *relu_blk, lanes=lanes) == \
+            kernels.observe_relu(x, 6.0, *relu_nchw)
+    for a, b in ((nchw[0], blocked[0]), (relu_nchw[0], relu_blk[0]), (relu_nchw[1], relu_blk[1])):
+        assert (a.bin_width, a.pending_zeros) == (b.bin_width, b.pending_zeros)
+        np.testing.assert_array_equal(a.counts, b.counts)
+    for a, b in ((nchw[1], blocked[1]), (relu_nchw[2], relu_blk[2]), (relu_nchw[3], relu_blk[3])):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)  # float64, summation order only
+    assert np.ptp(nchw[1]) > 1  # the channels differ, so a lane mix-up would show

@@ -1,6 +1,7 @@
 """ONNX Runtime runner (CPU by default; CUDA when the GPU build and a device are present)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ import onnxruntime as ort
 from ptq.errors import ConfigError, InternalError, PtqError, exception_line
 from ptq.graph.edit import compatible_ir_version, copy_model, finalize, session_input
 from ptq.graph.model import TensorInfo
+from ptq.graph.nchwc import block_probe
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -63,8 +65,10 @@ class OrtRunner:
 
     def __init__(self, model: str | Path | onnx.ModelProto, *, providers: str | list[str] = "auto",
                  optimization: str = "all", threads: int | None = None,
-                 session_config: dict[str, str] | None = None) -> None:
+                 session_config: dict[str, str] | None = None,
+                 save_optimized: str | Path | None = None) -> None:
         self._model = model
+        self._save_optimized = save_optimized
         self._session_config = dict(session_config or {})
         self._explicit = providers not in (None, "auto", ["auto"])
         self._providers = resolve_providers(providers)
@@ -79,6 +83,8 @@ class OrtRunner:
         opts.log_severity_level = 3
         if self._threads:
             opts.intra_op_num_threads = self._threads
+        if self._save_optimized is not None:  # the graph ORT runs, as ORT optimized it
+            opts.optimized_model_filepath = str(self._save_optimized)
         for key, value in self._session_config.items():
             opts.add_session_config_entry(key, value)
         source, staged = self._model, None
@@ -191,6 +197,22 @@ def _preload_cuda_libraries() -> None:
         ort.preload_dlls()
     except Exception as exc:  # the fallback check reports what happens next
         log.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
+@functools.cache
+def nchwc_block() -> int | None:
+    """Channels per NCHWc block of this CPU's ONNX Runtime kernels (8 with AVX2, 16 with
+    AVX-512), or None where ORT has no NCHWc kernels."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(block_probe().SerializeToString(), opts,
+                                       providers=["CPUExecutionProvider"])
+        (y,) = session.run(None, {"x": np.zeros((1, 4, 1, 1), np.float32)})
+    except Exception as exc:  # not an x86 build, or the op is gone: plain NCHW outputs
+        log.debug("no NCHWc kernels: %s", exception_line(exc))
+        return None
+    return int(y.shape[1]) if y.ndim == 4 and y.shape[1] > 1 else None
 
 
 def default_threads() -> int:
