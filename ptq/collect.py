@@ -368,9 +368,9 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
                blocked: dict[str, Blocked] | None = None) -> None:
     # numba's kernels, once loaded (ptq/kernels.py; started by `calibrate`): their numpy
     # fallback is 3-5x slower and, with bincount holding the GIL, serialises many cores
-    # (H200 machine, 16 cores: a 4 s load spent on the fallback doubled the pass).
+    # (H200 machine, 16 cores: a 4 s load spent on the fallback doubled the pass). The wait
+    # comes after the first run, which releases the GIL to the loader.
     warm_up()
-    kernel_name(wait=True)
     local = threading.local()
     bad: dict[str, CalibrationError] = {}
     pairs = {d.source: (y, d.top) for y, d in derived.items()}
@@ -398,6 +398,8 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
         for batch in _usable(batches, fixed_batch):
             outputs = dict(zip(names, runner.infer(batch.feeds, fetch).values()))
             outputs.update((n, batch.feeds[n]) for n in inputs)
+            if previous is None:
+                kernel_name(wait=True)
             _finish(pending, previous, stats, bad, progress)
             # One task per tensor, largest first: the pool balances the cores by itself.
             sizes = {n: v.size for n, v in outputs.items()}
