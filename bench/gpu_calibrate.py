@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,7 @@ def breakdown(model: Path, data: Path, providers: str, batch: int) -> dict:
     from ptq.backends.ort import OrtRunner
     from ptq.calibration import CalibrateConfig, build_table
     from ptq.calibrators import Method
-    from ptq.collect import collect_statistics
+    from ptq.collect import open_statistics_runner, collect_statistics
     from ptq.datasets.arrays import load_arrays
     from ptq.graph.edit import add_outputs
     from ptq.graph.model import activations, graph_inputs, load_model
@@ -159,12 +160,30 @@ def breakdown(model: Path, data: Path, providers: str, batch: int) -> dict:
         kernels.warm_up()  # as `calibrate` does at its start: the load is not the pass's time
         kernels.kernel_name(wait=True)
     out = {}
+    names = [a.name for a in acts]
     t0 = time.perf_counter()
     with OrtRunner(add_outputs(proto, [a.info for a in acts]), providers=providers) as runner:
         t1 = time.perf_counter()
         for b in source.batches(batch):
-            runner.infer(b.feeds, [a.name for a in acts])
+            runner.infer(b.feeds, names)
     out["exposed_session_s"], out["exposed_infer_s"] = t1 - t0, time.perf_counter() - t1
+    if providers == "cpu":  # what the pass runs: NCHWc tensors exposed in their blocks
+        t0 = time.perf_counter()
+        with ExitStack() as stack:
+            runner, blocked = open_statistics_runner(stack, add_outputs(proto, [a.info for a in acts]),
+                                                 every, names, providers, blocked=True)
+            fetch = [blocked[n].output if n in blocked else n for n in names]
+            t1 = time.perf_counter()
+            for b in source.batches(batch):
+                runner.infer(b.feeds, fetch)
+        out["blocked_session_s"], out["blocked_infer_s"] = t1 - t0, time.perf_counter() - t1
+        out["blocked_tensors"] = len(blocked)
+    t0 = time.perf_counter()
+    with OrtRunner(proto, providers=providers) as runner:
+        t1 = time.perf_counter()
+        for b in source.batches(batch):
+            runner.infer(b.feeds)
+    out["plain_infer_s"] = time.perf_counter() - t1
     t0 = time.perf_counter()
     stats = collect_statistics(proto, source.batches(batch), providers=providers)
     out["statistics_s"] = time.perf_counter() - t0

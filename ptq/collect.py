@@ -221,7 +221,7 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     augmented = add_outputs(model, [a.info for a in exposed])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
     with ExitStack() as stack:
-        runner, blocked = _statistics_runner(stack, augmented, acts, names, providers,
+        runner, blocked = open_statistics_runner(stack, augmented, acts, names, providers,
                                              blocked=blocked and plan == "cpu")
         stats.provider = runner.provider
         stats.blocked = tuple(blocked)
@@ -239,7 +239,7 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     return stats
 
 
-def _statistics_runner(stack: ExitStack, augmented: onnx.ModelProto, acts: list[Activation],
+def open_statistics_runner(stack: ExitStack, augmented: onnx.ModelProto, acts: list[Activation],
                        names: list[str], providers: str | list[str], *, blocked: bool
                        ) -> tuple[OrtRunner, dict[str, Blocked]]:
     """The session of the pass, and the exposed tensors it outputs in NCHWc blocks.
