@@ -22,6 +22,7 @@ import math
 import os
 import struct
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -187,6 +188,103 @@ def _fast(x: np.ndarray, *hists: Any) -> bool:
             and all(h.num_bins == nb for h in hists))
 
 
+@dataclass
+class Local:
+    """What the numba kernel counted over some planes of one batch, not yet added: counts on
+    the kernel's own power-of-two grids (1 row, or 3 for a Relu pair: P, N, A), their
+    widths, the min/max keys and the per-channel sums (of x, and of y for a pair)."""
+
+    counts: np.ndarray
+    widths: np.ndarray
+    keys: np.ndarray
+    sums: np.ndarray | None
+    sums_y: np.ndarray | None = None
+
+
+def plane_chunks(x: np.ndarray, lanes: int, parts: int) -> list[tuple[int, int]]:
+    """`parts` ranges of whole planes of x (as the kernels see it), for `observe_local`."""
+    _, plane, n_c = _layout(x, lanes)
+    planes = x.size // plane if plane else 0
+    parts = max(1, min(parts, planes))
+    edges = [planes * k // parts for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def observe_local(x: np.ndarray, num_bins: int, sums: bool, lanes: int = 1,
+                  planes: tuple[int, int] | None = None, top: float | None = None) -> Local | None:
+    """The numba kernel over planes [p0, p1) of x (all by default), nothing added yet: None
+    when the numpy path must take the whole batch instead (numba not loaded, a layout it does
+    not take, a NaN/Inf, a grid finer than float32 can scale to). `top`: a Relu pair
+    (`observe_relu`). Chunks of one batch may run on several threads; `merge` adds them."""
+    if not (_READY.is_set() and _OBSERVE is not None and x.dtype == np.float32
+            and x.flags.c_contiguous and 0 < x.size < 2**31 and not num_bins & (num_bins - 1)):
+        return None
+    flat, plane, n_c = _layout(x, lanes)
+    p0, p1 = planes if planes is not None else (0, x.size // plane)
+    flat = flat[p0 * plane:p1 * plane]
+    rows = 1 if top is None else 3
+    counts, widths, keys, cast = np.zeros((rows, num_bins), np.int64), np.zeros(rows), \
+        np.zeros(2), np.zeros(1, np.int32)
+    csx = np.zeros(n_c * lanes if sums else 0)
+    if top is None:
+        code = _OBSERVE(flat, flat.view(np.int32), plane, n_c, lanes, counts, widths, keys, csx,
+                        cast, cast.view(np.float32))
+        csy = None
+    else:
+        csy = np.zeros_like(csx)
+        code = _OBSERVE_RELU(flat, flat.view(np.int32), plane, n_c, lanes, np.float32(top),
+                             counts, widths, keys, csx, csy, cast, cast.view(np.float32))
+    if code != 0:
+        return None
+    shift = (p0 % n_c) * lanes  # the kernel counts channels from the chunk's first plane
+    if shift and sums:
+        csx = np.roll(csx, shift)
+        csy = None if csy is None else np.roll(csy, shift)
+    return Local(counts, widths, keys, csx if sums else None, csy if sums else None)
+
+
+def merge(hist: Any, channel_sum: np.ndarray | None, parts: list[Local]) -> tuple[float, float]:
+    """Add the parts of one batch (`observe_local`) to the accumulators; the batch's min, max."""
+    lo = _key_value(min(p.keys[0] for p in parts))
+    hi = _key_value(max(p.keys[1] for p in parts))
+    if channel_sum is not None:
+        for p in parts:
+            channel_sum += p.sums
+    if max(-lo, hi) > 0:
+        hist.grow(max(-lo, hi))
+    _add(hist, [(p.counts[0], p.widths[0]) for p in parts])
+    return lo, hi
+
+
+def merge_relu(top: float, hx: Any, hy: Any, sums_x: np.ndarray | None, sums_y: np.ndarray | None,
+               parts: list[Local]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """`merge` for a Relu pair's parts: x's accumulators and y's (y = min(max(x, 0), top))."""
+    lo = _key_value(min(p.keys[0] for p in parts))
+    hi = _key_value(max(p.keys[1] for p in parts))
+    if sums_x is not None and sums_y is not None:
+        for p in parts:
+            sums_x += p.sums
+            sums_y += p.sums_y
+    if max(-lo, hi) > 0:
+        hx.grow(max(-lo, hi))
+    _add(hx, [(c, p.widths[r]) for p in parts for r, c in enumerate(p.counts)])
+    f32_top, f32_zero = np.float32(top), np.float32(0)
+    y_lo = float(min(max(np.float32(lo), f32_zero), f32_top))
+    y_hi = float(min(max(np.float32(hi), f32_zero), f32_top))
+    if y_hi > 0:
+        hy.grow(y_hi)
+    _add(hy, [(p.counts[0], p.widths[0]) for p in parts])
+    negatives = sum(int(p.counts[1].sum()) for p in parts)
+    tops = sum(int(p.counts[2].sum()) for p in parts)
+    if hy.bin_width:  # y's zeros from x's negatives, y's tops from x's values >= top
+        hy.counts[0] += negatives
+        if tops:
+            hy.counts[_bin_of(f32_top, hy.bin_width, len(hy.counts))] += tops
+    else:
+        hy.pending_zeros += negatives
+    return (lo, hi), (y_lo, y_hi)
+
+
 def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
             scratch: Scratch | None = None, lanes: int = 1) -> tuple[float, float]:
     """One batch of one activation into its accumulators; returns the batch's (min, max).
@@ -194,31 +292,17 @@ def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
     Adds |x| to `hist` (a ptq.histogram.Histogram, whose grid grows as `Histogram.update`
     grows it) and the per-channel (axis 1) sums of x, in float64, to `channel_sum` (None:
     no sums). With numba this is one pass over the activation, block by block: sums and
-    min/max, then the counts while the block is still in cache (on a 2-core CPU, over
-    EfficientNet-Lite0's activations: ~2 ns a value, against 3.1 ns for the four numpy/numba
-    passes it replaces). A NaN or Inf makes the returned min or max non-finite, and
-    nothing is added. `lanes` > 1: x is [N, C, H, W] in NCHWc blocks of `lanes` channels
+    min/max, then the counts while the block is still in cache (on a 2-core AVX-512 CPU,
+    over EfficientNet-Lite0's activations: ~2 ns a value, against 3.1 ns for the four
+    numpy/numba passes it replaces). A NaN or Inf makes the returned min or max non-finite,
+    and nothing is added. `lanes` > 1: x is [N, C, H, W] in NCHWc blocks of `lanes` channels
     (ptq.graph.nchwc); only the sums depend on the layout.
     """
-    if not _fast(x, hist):
+    part = observe_local(x, hist.num_bins, channel_sum is not None, lanes) \
+        if _fast(x, hist) else None
+    if part is None:
         return _observe_numpy(x, hist, channel_sum, scratch, lanes)
-    flat, plane, n_c = _layout(x, lanes)
-    counts, widths, keys, cast = np.zeros((1, hist.num_bins), np.int64), np.zeros(1), np.zeros(2), \
-        np.zeros(1, np.int32)
-    sums = np.zeros(n_c * lanes if channel_sum is not None else 0)
-    code = _OBSERVE(flat, flat.view(np.int32), plane, n_c, lanes, counts, widths, keys, sums, cast,
-                    cast.view(np.float32))
-    if code == 1:
-        return float(x.min()), float(x.max())  # non-finite: numpy says which (NaN or Inf)
-    if code == 2:
-        return _observe_numpy(x, hist, channel_sum, scratch, lanes)
-    lo, hi = _key_value(keys[0]), _key_value(keys[1])
-    if channel_sum is not None:
-        channel_sum += sums
-    if max(-lo, hi) > 0:
-        hist.grow(max(-lo, hi))
-    _add(hist, [(counts[0], widths[0])])
-    return lo, hi
+    return merge(hist, channel_sum, [part])
 
 
 def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray | None,
@@ -230,40 +314,12 @@ def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray
     would make them (tests/test_derived.py): every local count is on a power-of-two grid
     at least as fine as the one it is added to (`Histogram.add_counts`). The numpy fallback
     computes y and observes both."""
-    if not _fast(x, hx, hy) or (sums_x is None) != (sums_y is None):
+    part = None
+    if _fast(x, hx, hy) and (sums_x is None) == (sums_y is None):
+        part = observe_local(x, hx.num_bins, sums_x is not None, lanes, top=top)
+    if part is None:
         return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch, lanes)
-    flat, plane, n_c = _layout(x, lanes)
-    counts, widths, keys, cast = np.zeros((3, hx.num_bins), np.int64), np.zeros(3), np.zeros(2), \
-        np.zeros(1, np.int32)
-    csx = np.zeros(n_c * lanes if sums_x is not None else 0)
-    csy = np.zeros_like(csx)
-    code = _OBSERVE_RELU(flat, flat.view(np.int32), plane, n_c, lanes, np.float32(top), counts,
-                         widths, keys, csx, csy, cast, cast.view(np.float32))
-    if code == 1:  # NaN/Inf: nothing was added; numpy says which
-        return (float(x.min()), float(x.max())), (0.0, 0.0)
-    if code == 2:  # a grid finer than float32 can scale to: count in float64
-        return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch, lanes)
-    lo, hi = _key_value(keys[0]), _key_value(keys[1])
-    if sums_x is not None and sums_y is not None:
-        sums_x += csx
-        sums_y += csy
-    p, n, a = counts
-    if max(-lo, hi) > 0:
-        hx.grow(max(-lo, hi))
-    _add(hx, [(p, widths[0]), (n, widths[1]), (a, widths[2])])
-    f32_top, f32_zero = np.float32(top), np.float32(0)
-    y_lo = float(min(max(np.float32(lo), f32_zero), f32_top))
-    y_hi = float(min(max(np.float32(hi), f32_zero), f32_top))
-    if y_hi > 0:
-        hy.grow(y_hi)
-    _add(hy, [(p, widths[0])])
-    if hy.bin_width:  # y's zeros from x's negatives, y's tops from x's values >= top
-        hy.counts[0] += int(n.sum())
-        if a.any():
-            hy.counts[_bin_of(f32_top, hy.bin_width, len(hy.counts))] += int(a.sum())
-    else:
-        hy.pending_zeros += int(n.sum())
-    return (lo, hi), (y_lo, y_hi)
+    return merge_relu(top, hx, hy, sums_x, sums_y, [part])
 
 
 def _bin_of(value: np.float32, width: float, num_bins: int) -> int:
