@@ -171,7 +171,7 @@ def breakdown(model: Path, data: Path, providers: str, batch: int) -> dict:
         t0 = time.perf_counter()
         with ExitStack() as stack:
             runner, blocked = open_statistics_runner(stack, add_outputs(proto, [a.info for a in acts]),
-                                                 every, names, providers, blocked=True)
+                                                     names, providers, blocked=True)
             fetch = [blocked[n].output if n in blocked else n for n in names]
             t1 = time.perf_counter()
             for b in source.batches(batch):

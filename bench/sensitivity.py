@@ -2,8 +2,8 @@
 
 Anchor, measured in the same run over the same preprocessed images: one FP32 evaluation
 in ONNX Runtime (session creation and inference timed apart), at the level the
-reference uses ("all") and at the level the variants use ("disable": exact ONNX Q/DQ
-semantics; see README). Then, per leave-one-out variant:
+reference uses ("all") and at "disable". The variants run at the sensitivity default,
+"nchwc" (exact ONNX Q/DQ ops, FP32 NCHWc convolutions; see README). Per leave-one-out variant:
 
     build    ptq.quantization with the pin (graph edit + full onnx.checker)
     session  ONNX Runtime session creation
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
           f"infer {b['fp32_all_infer']:.3f} s")
     print(f"FP32 evaluation  'disable': session {b['fp32_disable_session']:.3f} s, "
           f"infer {b['fp32_disable_infer']:.3f} s")
-    print(f"variant (QDQ, 'disable'):   build {b['build']:.3f} s, session {b['session']:.3f} s, "
+    print(f"variant (QDQ, '{analysis.config.optimization}'):   build {b['build']:.3f} s, session {b['session']:.3f} s, "
           f"infer {b['infer']:.3f} s, score {b['score']:.4f} s, total {b['total']:.3f} s")
     print(f"ratio infer / FP32 infer:  {b['infer'] / b['fp32_all_infer']:.2f}x vs 'all', "
           f"{b['infer'] / b['fp32_disable_infer']:.2f}x vs 'disable'   (goal <= 1.2x)")
@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     cpu = {name: cpu_seconds(m, analysis.eval.batches, opt, args.repeat)
            for name, m, opt in (("fp32 all", analysis.model, "all"),
                                 ("fp32 disable", analysis.model, "disable"),
-                                ("qdq disable", qdq, "disable"))}
+                                ("qdq disable", qdq, "disable"), ("qdq nchwc", qdq, "nchwc"))}
     print("single-thread CPU s per pass: " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items())
-          + f"; qdq/fp32: {cpu['qdq disable'] / cpu['fp32 all']:.2f}x vs 'all', "
-          f"{cpu['qdq disable'] / cpu['fp32 disable']:.2f}x vs 'disable'")
+          + f"; qdq/fp32 'all': disable {cpu['qdq disable'] / cpu['fp32 all']:.2f}x, "
+          f"nchwc {cpu['qdq nchwc'] / cpu['fp32 all']:.2f}x")
     subset = tuple(analysis.targets[:12])
     for jobs, executor in ((1, "thread"), (2, "thread"), (2, "process")):
         wall, _ = wall_per_variant(model, photos, ranges, jobs, executor, subset)

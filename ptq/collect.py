@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import onnx
 
-from ptq.backends.ort import OrtRunner, default_threads, nchwc_block, resolve_providers
+from ptq.backends.ort import OrtRunner, default_threads, resolve_providers
 from ptq.datasets.base import Batch
-from ptq.errors import CalibrationError, ConfigError, InternalError, PtqError
+from ptq.errors import CalibrationError, ConfigError, InternalError
 from ptq.graph.derived import ReluOf, relu_like
 from ptq.graph.edit import add_outputs
-from ptq.graph.model import PROTOBUF_LIMIT, Activation, activations, data_dir, load_model
-from ptq.graph.nchwc import Blocked, expose_blocked
+from ptq.graph.model import Activation, activations
+from ptq.graph.nchwc import Blocked
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
 from ptq.kernels import (Local, kernel_name, merge, merge_relu, observe, observe_local,
                          observe_relu, plane_chunks, warm_up)
@@ -246,8 +244,9 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     augmented = add_outputs(model, [a.info for a in exposed])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
     with ExitStack() as stack:
-        runner, blocked = open_statistics_runner(stack, augmented, acts, names, providers,
-                                             blocked=blocked and plan == "cpu")
+        runner, blocked = open_statistics_runner(stack, augmented, names, providers,
+                                                 blocked=blocked and plan == "cpu",
+                                                 shapes={a.name: a.info.shape for a in acts})
         stats.provider = runner.provider
         stats.blocked = tuple(blocked)
         stats.device = _statistics_device(device, runner)
@@ -264,41 +263,21 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     return stats
 
 
-def open_statistics_runner(stack: ExitStack, augmented: onnx.ModelProto, acts: list[Activation],
-                       names: list[str], providers: str | list[str], *, blocked: bool
-                       ) -> tuple[OrtRunner, dict[str, Blocked]]:
+def open_statistics_runner(stack: ExitStack, augmented: onnx.ModelProto, names: list[str],
+                           providers: str | list[str], *, blocked: bool,
+                           shapes: dict[str, tuple | None] | None = None
+                           ) -> tuple[OrtRunner, dict[str, Blocked]]:
     """The session of the pass, and the exposed tensors it outputs in NCHWc blocks.
 
-    Host statistics on the CPU EP: ORT's own optimized graph (level `all`, saved as it builds
-    the session) is rewritten by ptq.graph.nchwc so that tensors it computes in NCHWc blocks
-    come out without their reorder to NCHW; that graph then runs as it is (level `disable`).
-    Where nothing changes, or the model is too large to save inline, the first session runs."""
-    config = {"session.intra_op.allow_spinning": "0"}
-    block = nchwc_block() if blocked else None
-    if block is None or resolve_providers(providers)[0] != "CPUExecutionProvider" \
-            or data_dir(augmented) is not None or augmented.ByteSize() >= PROTOBUF_LIMIT // 2:
-        return stack.enter_context(OrtRunner(augmented, providers=providers, optimization="all",
-                                             session_config=config)), {}
-    with ExitStack() as first, tempfile.TemporaryDirectory(prefix="ptq-nchwc-") as folder:
-        path = Path(folder) / "optimized.onnx"
-        runner = first.enter_context(OrtRunner(augmented, providers=providers, optimization="all",
-                                               session_config=config, save_optimized=path))
-        mapping: dict[str, Blocked] = {}
-        try:
-            shapes = {a.name: a.info.shape for a in acts}
-            rewritten, mapping = expose_blocked(load_model(path, check=False), set(names),
-                                                shapes, block)
-            if mapping:
-                fast = stack.enter_context(OrtRunner(rewritten, providers=providers,
-                                                     optimization="disable", session_config=config))
-        except PtqError as exc:  # a graph this rewrite does not handle: NCHW outputs still work
-            log.warning("statistics outputs stay in NCHW: %s", exc)
-            mapping = {}
-        if not mapping:
-            stack.enter_context(first.pop_all())  # the first session runs the pass
-            return runner, {}
-    log.info("%d of %d activations read in NCHWc blocks of %d", len(mapping), len(names), block)
-    return fast, mapping
+    Host statistics on the CPU EP run at ptq's level `nchwc` (ptq.backends.ort): tensors ORT
+    computes in NCHWc blocks come out without their reorder to NCHW (ptq.graph.nchwc)."""
+    level = "nchwc" if blocked and resolve_providers(providers)[0] == "CPUExecutionProvider" else "all"
+    runner = stack.enter_context(OrtRunner(augmented, providers=providers, optimization=level,
+                                           session_config={"session.intra_op.allow_spinning": "0"},
+                                           expose_blocked=names, shapes=shapes))
+    if runner.blocked:
+        log.info("%d of %d activations read in NCHWc blocks", len(runner.blocked), len(names))
+    return runner, runner.blocked
 
 
 def _device_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics,

@@ -117,7 +117,9 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="ONNX Runtime graph optimization for the quantized variants (default: "
                         f"{SensitivityConfig.optimization}). Only levels that compute exact Q/DQ "
                         "semantics are offered: 'extended'/'all' fuse integer kernels that corrupt "
-                        "QDQ models on CPUs without VNNI")
+                        "QDQ models on CPUs without VNNI. nchwc: Q/DQ stay ONNX ops, convolutions "
+                        "run in ORT's fast FP32 NCHWc kernels (CPU EP; 2.4x faster than disable, "
+                        "float summation order apart the same); disable: no graph optimization")
     add_runtime_args(p)
     g = p.add_argument_group("output")
     g.add_argument("--topk", type=int, default=10, metavar="K", help="layers to print (default: 10)")

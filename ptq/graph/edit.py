@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 from ptq.atomic import write_bytes
 from ptq.errors import InternalError
 from ptq.graph.model import (DATA_DIR_KEY, PROTOBUF_LIMIT, TensorInfo, copy_fields, data_dir,
-                             set_data_dir, skeleton, uses_external_data)
+                             set_data_dir, skeleton, uses_external_data, weight_bytes)
 
 # ONNX Runtime refuses IR versions newer than it knows; recent onnx writes newer
 # ones by default. IR 8 covers opsets up to 18; finalize picks the minimum needed.
@@ -91,7 +91,7 @@ class SessionInput:
 
 def session_input(model: onnx.ModelProto) -> SessionInput:
     folder = data_dir(model)
-    if model.ByteSize() < PROTOBUF_LIMIT:
+    if weight_bytes(model) < PROTOBUF_LIMIT * 0.9 or model.ByteSize() < PROTOBUF_LIMIT:
         config = {_ORT_DATA_DIR: str(folder)} if folder is not None else {}
         return SessionInput(model.SerializeToString(), config)
     tmp = tempfile.mkdtemp(prefix="ptq-session-")

@@ -22,12 +22,21 @@ from typing import Mapping
 import onnx
 from onnx import TensorProto, helper
 
+from ptq.graph.model import skeleton
+
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 # Standard ops that compute each output value from the values at the same position: they
 # run on NCHWc blocks unchanged when every data input has the output's shape.
 _UNARY = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Abs",
           "Neg", "Elu", "Selu", "Softplus", "Exp", "Sqrt", "Identity"}
 _BINARY = {"Add", "Sub", "Mul", "Div", "Max", "Min"}
+# Q and DQ with a per-tensor scale (and zero point) are elementwise too; `_elementwise_on`
+# takes them only when every input past the first is a scalar constant.
+_QDQ = {"QuantizeLinear", "DequantizeLinear"}
+# Integer kernels ORT's QDQ transformers fuse Q/DQ into (what `session.disable_quant_qdq`
+# prevents): their arithmetic is not the ONNX Q/DQ graph's.
+_INTEGER_KERNELS = ("QLinear", "QGemm", "QAttention", "QEmbed", "QOrdered", "Integer",
+                    "DynamicQuantize", "MatMulNBits")
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ def expose_blocked(optimized: onnx.ModelProto, exposed: set[str],
     outputs = [o.name for o in graph.output]
     mapping = {name: Blocked(blocks[name], block) for name in outputs
                if name in exposed and name in blocks}
-    if not mapping:
+    if not mapping and not alias:
         return optimized, {}
     # NCHW tensors still read by a node, or by a graph output left as it is
     wanted = {i for n in nodes for i in n.input} | {o for o in outputs if o not in mapping}
@@ -91,8 +100,8 @@ def expose_blocked(optimized: onnx.ModelProto, exposed: set[str],
     kept: list[onnx.NodeProto] = []
     for k, node in enumerate(nodes):
         if node.domain == NCHWC_DOMAIN and node.op_type == "ReorderOutput" \
-                and node.output[0] in mapping and node.output[0] not in wanted:
-            continue  # only the statistics read it: they take the blocks
+                and node.output[0] not in wanted:
+            continue  # read by nothing now, or only by the statistics, which take the blocks
         kept.append(node)
         if k in restore:
             name = restore[k]
@@ -137,7 +146,7 @@ def _elementwise_on(node: onnx.NodeProto, blocks: Mapping[str, str],
     """An elementwise op whose data inputs are all available in blocks, at its output's shape."""
     if len(node.output) != 1:
         return False
-    if node.op_type in _UNARY:
+    if node.op_type in _UNARY or node.op_type in _QDQ:
         data = node.input[:1]
         if any(name and name not in scalars for name in node.input[1:]):
             return False  # Clip's bounds: constant scalars only
@@ -171,8 +180,28 @@ def _on_blocks(node: onnx.NodeProto, blocks: Mapping[str, str]) -> onnx.NodeProt
     """The node reading the blocked inputs, writing its output under a new name."""
     out = onnx.NodeProto()
     out.CopyFrom(node)
-    data = 1 if node.op_type in _UNARY else 2
+    data = 2 if node.op_type in _BINARY else 1
     for k in range(data):
         out.input[k] = blocks[node.input[k]]
     out.output[0] = f"{node.output[0]}/ptq_nchwc"
+    return out
+
+
+def integer_ops(model: onnx.ModelProto) -> set[str]:
+    """The integer-kernel ops in an ORT-optimized graph (none when Q/DQ stayed ONNX ops)."""
+    return {n.op_type for n in model.graph.node if any(k in n.op_type for k in _INTEGER_KERNELS)}
+
+
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple | None]:
+    """Every value's inferred shape (ints where static), for `expose_blocked`: inferred on
+    the weightless skeleton (serializing the weights for onnx's C++ cost 80 ms a model)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model))
+    except Exception:  # a graph shape inference cannot follow: nothing is rewritten
+        return {}
+    out: dict[str, tuple | None] = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                             for d in t.shape.dim) if t.HasField("shape") else None
     return out

@@ -69,7 +69,7 @@ class SensitivityConfig:
     executor: ExecutorKind = ExecutorKind.THREAD
     backend: Backend = Backend.ORT
     providers: str = "auto"
-    optimization: str = "disable"                   # ORT level for the quantized variants
+    optimization: str = "nchwc"                     # ORT level for the quantized variants
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     seed: int = 0
     strict: bool = False

@@ -49,7 +49,7 @@ class EngineSpec:
 
     backend: Backend = Backend.ORT
     providers: str = "auto"
-    optimization: str = "disable"
+    optimization: str = "nchwc"
     threads: int | None = None
 
     def check(self) -> None:

@@ -170,11 +170,12 @@ def test_fixed_batch_model_drops_the_partial_batch(bad_models, digits_images, di
 
 def test_variants_run_at_a_faithful_level_and_basic_equals_disable(digits_model_path, digits_images,
                                                                    digits_ranges, tmp_path):
-    """The default is 'disable' (exact Q/DQ semantics), as recorded; 'basic' runs with ORT's
-    WeightBiasQuantization off and must give bit-identical metrics; levels that fuse integer
-    kernels are refused, by the CLI and by the API."""
+    """The default is 'nchwc' (exact Q/DQ ops, FP32 NCHWc convolutions), as recorded; 'disable'
+    runs no optimization and 'basic' runs with ORT's WeightBiasQuantization off: those two give
+    bit-identical metrics, and 'nchwc' the same up to float summation order; levels that fuse
+    integer kernels are refused, by the CLI and by the API."""
     runs = {}
-    for level in (None, "basic"):
+    for level in (None, "disable", "basic"):
         out = tmp_path / (level or "default")
         extra = ["--optimization", level] if level else []
         code = main(sens(digits_model_path, digits_images, out, "--ranges", str(digits_ranges),
@@ -182,10 +183,15 @@ def test_variants_run_at_a_faithful_level_and_basic_equals_disable(digits_model_
                          "conv3", "-q", *extra))
         assert code == 0
         runs[level] = json.loads((out / "sensitivity.json").read_text())
-    assert runs[None]["settings"]["optimization"] == "disable"
-    assert runs["basic"]["settings"]["optimization"] == "basic"
-    assert runs[None]["baseline"]["metrics"] == runs["basic"]["baseline"]["metrics"]
-    assert [x["metrics"] for x in runs[None]["layers"]] == [x["metrics"] for x in runs["basic"]["layers"]]
+    assert [runs[k]["settings"]["optimization"] for k in runs] == ["nchwc", "disable", "basic"]
+    assert runs["disable"]["baseline"]["metrics"] == runs["basic"]["baseline"]["metrics"]
+    assert [x["metrics"] for x in runs["disable"]["layers"]] == \
+        [x["metrics"] for x in runs["basic"]["layers"]]
+    # nchwc: another FP32 summation order moves a few values across a Q rounding edge
+    # (measured here: cosines differ by at most 2e-7)
+    for a, b in zip([runs[None]["baseline"], *runs[None]["layers"]],
+                    [runs["disable"]["baseline"], *runs["disable"]["layers"]]):
+        assert a["metrics"]["cosine"] == pytest.approx(b["metrics"]["cosine"], abs=1e-5)
     assert main(sens(digits_model_path, digits_images, tmp_path / "all", "--optimization", "all")) == 2
     from ptq.errors import ConfigError
     from ptq.sensitivity import SensitivityConfig, analyze
