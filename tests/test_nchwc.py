@@ -135,3 +135,67 @@ def test_a_block_that_divides_no_channel_count_changes_nothing(tmp_path: Path) -
     assert mapping == {} and same is optimized
     _, mapping = expose_blocked(optimized, set(names), shapes, BLOCK)
     assert mapping and all(m.block == BLOCK for m in mapping.values())
+
+
+@needs_nchwc
+def test_qdq_model_at_level_nchwc_equals_plain_onnxruntime(digits_model_path: Path,
+                                                           digits_ranges: Path) -> None:
+    """ptq's level `nchwc` (Q/DQ moved onto the NCHWc blocks) computes what onnxruntime's own
+    session computes at level all with its Q/DQ fusions off, bit for bit; no integer kernel."""
+    from zoo import digits_arrays
+
+    from ptq.backends.ort import OrtRunner
+    from ptq.quantization import quantize
+    from ptq.table import CalibrationTable
+
+    qdq = quantize(load_model(digits_model_path), CalibrationTable.load(digits_ranges))
+    x, _ = digits_arrays("test")
+    feeds = {"image": x[:64]}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    want = ort.InferenceSession(qdq.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with OrtRunner(qdq, providers="cpu", optimization="nchwc") as runner:
+        assert runner.on_blocks
+        got = list(runner.infer(feeds).values())
+    np.testing.assert_array_equal(got[0], want[0])
+    with OrtRunner(qdq, providers="cpu", optimization="disable") as runner:
+        exact = list(runner.infer(feeds).values())[0]
+    # FP32 summation order apart, the same model: logits within a few Q steps of `disable`
+    assert np.abs(got[0] - exact).max() < 0.05 * np.abs(exact).max()
+    assert (got[0].argmax(1) == exact.argmax(1)).mean() >= 0.98
+
+
+def _qdq_conv() -> bytes:
+    """x -> Q -> DQ -> Conv(DQ(W_int8)) -> Q -> DQ: the pattern ORT fuses into QLinearConv."""
+    f, i8 = TensorProto.FLOAT, TensorProto.INT8
+    w = np.random.default_rng(0).integers(-100, 100, (16, 8, 3, 3)).astype(np.int8)
+    inits = [helper.make_tensor("s", f, [], [0.05]), helper.make_tensor("z", i8, [], [0]),
+             helper.make_tensor("ws", f, [], [0.01]), helper.make_tensor("w", i8, w.shape, w.tobytes(), raw=True)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "z"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", f, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", f, [1, 16, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_integer_kernels_are_recognised_in_a_real_optimized_graph(tmp_path: Path) -> None:
+    """What `nchwc` checks before trusting ORT's graph: without session.disable_quant_qdq,
+    level all fuses a Q/DQ'd convolution into an integer kernel; with it, none."""
+    from ptq.graph.nchwc import integer_ops
+
+    found = []
+    for flag in ("0", "1"):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.disable_quant_qdq", flag)
+        opts.optimized_model_filepath = str(tmp_path / f"opt{flag}.onnx")
+        ort.InferenceSession(_qdq_conv(), opts, providers=["CPUExecutionProvider"])
+        found.append(integer_ops(onnx.load(tmp_path / f"opt{flag}.onnx")))
+    assert "QLinearConv" in found[0] and found[1] == set()

@@ -89,6 +89,7 @@ class OrtRunner:
         self._expose = set(expose_blocked)
         self._shapes = shapes
         self.blocked: dict[str, Blocked] = {}
+        self.on_blocks = False  # "nchwc": the session runs ptq.graph.nchwc's rewrite
         self._session: ort.InferenceSession | None = None
 
     def __enter__(self) -> OrtRunner:
@@ -126,6 +127,7 @@ class OrtRunner:
             return self._open(model, OPT_LEVELS["disable"])
         shapes = self._shapes if self._shapes is not None else tensor_shapes(model)
         rewritten, self.blocked = expose_blocked(optimized, self._expose, shapes, block)
+        self.on_blocks = rewritten is not optimized
         return first if rewritten is optimized else self._open(rewritten, OPT_LEVELS["disable"])
 
     def _open(self, model: str | Path | onnx.ModelProto, level: ort.GraphOptimizationLevel,

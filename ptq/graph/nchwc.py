@@ -1,4 +1,4 @@
-"""Expose activations in ONNX Runtime's NCHWc blocks instead of reordering them to NCHW.
+"""Run elementwise ops, and expose activations, in ONNX Runtime's NCHWc blocks.
 
 At level `all` on the CPU, ONNX Runtime runs convolutions in NCHWc: channels in blocks of 8
 (AVX2) or 16 (AVX-512), memory [N, C/B, H, W, B]. An activation exposed as a graph output
@@ -9,6 +9,11 @@ layout, and the per-channel sums only need to know it. `expose_blocked` rewrites
 optimized graph so that those tensors come out in blocks and those ops run on the blocks.
 Measured on a 2-core AVX-512 CPU, EfficientNet-Lite0, batch 8: plain inference 8.5 ms an
 image, with the activations exposed 13.4-17.4 ms, exposed in blocks 9.6 ms.
+
+The same rewrite serves QDQ models (ptq's ORT level `nchwc`, ptq.backends.ort): with ORT's
+Q/DQ fusions off, every per-tensor QuantizeLinear/DequantizeLinear pair sat between a
+ReorderOutput and a ReorderInput; on the blocks, EfficientNet-Lite0's QDQ model runs in
+16.9 ms an image instead of 40.2 at level `disable` (2-core CPU).
 
 Only tensors whose channel count is a multiple of the block are rewritten: their blocks hold
 no padding, so every value in them is a value of the NCHW tensor. The values themselves are
