@@ -10,7 +10,8 @@ Then, per leave-one-out variant (minimum over --repeat rounds):
     infer    inference over the images
 and where the QDQ model's nodes ran (ORT's profiler: nodes per EP; any CPU fallback
 costs two copies per fallback), first-run vs steady-state inference, and the whole
-leave-one-out analysis (60 variants) with --jobs 1 (pipelined build) and in processes.
+leave-one-out analysis (60 variants) with --jobs 1 (pipelined build) and in processes. The
+variants run at the sensitivity default, "nchwc" (the CPU EP; other EPs run "disable").
 
     python bench/gpu_sensitivity.py --providers cuda [--images 256] [--json out.json]
 """
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                  "cudnn": args.cudnn or "HEURISTIC",
                  "providers": args.providers, "images": analysis.eval.num_samples,
                  "batch": analysis.eval.batch_size, "nodes": len(analysis.nodes),
-                 "prepare_s": prepare_s, "timing": dict(analysis.timing)}
+                 "prepare_s": prepare_s, "timing": dict(analysis.timing),
+                 "variant_level": config.optimization}
     try:
         import torch
         out["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     qdq = analysis.evaluator.build(())
     for _ in range(args.repeat):
         for name, m, opt in (("fp32_all", analysis.model, "all"), ("fp32_disable", analysis.model, "disable"),
-                             ("qdq_disable", qdq, "disable")):
+                             ("qdq_disable", qdq, "disable"), ("qdq_nchwc", qdq, "nchwc")):
             t0 = time.perf_counter()
             with OrtRunner(m, providers=args.providers, optimization=opt) as runner:
                 t1 = time.perf_counter()
@@ -172,7 +174,7 @@ def report(o: dict) -> None:
     print(f"\nptq sensitivity on {o['providers']} ({o['gpu'] or 'no GPU'}, {o['cores']} cores, {o['date']}, "
           f"cuDNN search {o['cudnn']}): EfficientNet-Lite0, {o['images']} images, batch {o['batch']}, "
           f"{o['nodes']} nodes")
-    for name in ("fp32_all", "fp32_disable", "qdq_disable"):
+    for name in ("fp32_all", "fp32_disable", "qdq_disable", "qdq_nchwc"):
         print(f"  {name:13s} session {b[name + '_session']:.3f} s, first run {b[name + '_first']:.3f} s, "
               f"steady {b[name + '_steady']:.3f} s")
     print(f"  variant: build {b['variant_build_s']:.3f} s, session {b['variant_session_s']:.3f} s, "
@@ -180,7 +182,9 @@ def report(o: dict) -> None:
     print(f"  whole variant / one FP32 evaluation (fresh session + run, 'all') = "
           f"{b['variant_seconds'] / fp32:.2f}x  (goal <= 2); variant infer / FP32 first run = "
           f"{b['variant_infer_s'] / b['fp32_all_first']:.2f}x; QDQ steady / FP32 steady = "
-          f"{b['qdq_disable_steady'] / b['fp32_all_steady']:.2f}x")
+          f"{b['qdq_disable_steady'] / b['fp32_all_steady']:.2f}x at 'disable', "
+          f"{b['qdq_nchwc_steady'] / b['fp32_all_steady']:.2f}x at 'nchwc' (the variants' level "
+          f"on the CPU EP: {o.get('variant_level')})")
     for key in ("placement_fp32_all", "placement_qdq_disable"):
         print(f"  {key[10:]}: {o.get(key)}")
     for jobs, f in o["full"].items():
