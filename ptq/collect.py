@@ -25,8 +25,7 @@ from ptq.graph.edit import add_outputs
 from ptq.graph.model import Activation, activations
 from ptq.graph.nchwc import Blocked
 from ptq.histogram import DEFAULT_NUM_BINS, Histogram, Scratch
-from ptq.kernels import (Local, kernel_name, merge, merge_relu, observe, observe_local,
-                         observe_relu, plane_chunks, warm_up)
+from ptq.kernels import kernel_name, observe, observe_relu, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +80,6 @@ class TensorStatistics:
         sx, sy = self._channel_target(x), y._channel_target(x)
         (lo, hi), (y_lo, y_hi) = observe_relu(x, top, self.histogram, y.histogram, sx, sy,
                                               scratch, lanes)
-        self._check_finite(lo, hi)
-        self._record(x, lo, hi, sx)
-        y._record(x, y_lo, y_hi, sy)
-
-    def merge_parts(self, x: np.ndarray, parts: list[Local | None], lanes: int = 1,
-                    relu: tuple[TensorStatistics, float] | None = None) -> None:
-        """Add a batch counted in chunks (`ptq.kernels.observe_local`, on several threads), in
-        chunk order: the same result as one `update` (or `update_with_relu` for `relu` = (y,
-        top)). A chunk the kernel refused sends the whole batch through that path instead."""
-        if any(p is None for p in parts):
-            if relu is None:
-                self.update(x, lanes=lanes)
-            else:
-                self.update_with_relu(relu[0], x, relu[1], lanes=lanes)
-            return
-        if relu is None:
-            sums = self._channel_target(x)
-            lo, hi = merge(self.histogram, sums, parts)
-            self._check_finite(lo, hi)
-            self._record(x, lo, hi, sums)
-            return
-        y, top = relu
-        sx, sy = self._channel_target(x), y._channel_target(x)
-        (lo, hi), (y_lo, y_hi) = merge_relu(top, self.histogram, y.histogram, sx, sy, parts)
         self._check_finite(lo, hi)
         self._record(x, lo, hi, sx)
         y._record(x, y_lo, y_hi, sy)
@@ -396,28 +371,6 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
         except CalibrationError as exc:  # reported in graph order once the batch is done
             bad[name] = exc
 
-    def lanes_of(name: str) -> int:
-        return blocked[name].block if name in blocked else 1
-
-    def splittable(name: str, x: np.ndarray) -> bool:
-        """numba's layout, with the sums of a Relu pair both kept or both given up."""
-        if x.dtype != np.float32 or not x.flags.c_contiguous or kernel_name(wait=False) != "numba":
-            return False
-        sums = stats.tensors[name]._channel_target(x) is not None  # decided here, once
-        return name not in pairs or sums == (stats.tensors[pairs[name][0]]._channel_target(x) is not None)
-
-    def chunk_task(outputs: dict[str, np.ndarray], name: str, k: int, planes: tuple[int, int],
-                   group: _Chunks) -> None:
-        x, st = outputs[name], stats.tensors[name]
-        relu = (stats.tensors[pairs[name][0]], pairs[name][1]) if name in pairs else None
-        part = observe_local(x, st.histogram.num_bins, st.channel_sum is not None, lanes_of(name),
-                             planes, top=None if relu is None else relu[1])
-        if group.done(k, part):  # the last chunk adds them all, in chunk order
-            try:
-                st.merge_parts(x, group.parts, lanes_of(name), relu)
-            except CalibrationError as exc:
-                bad[name] = exc
-
     with ThreadPoolExecutor(threads, thread_name_prefix="ptq-stats") as pool:
         pending: list[Future] = []
         previous: Batch | None = None
@@ -427,47 +380,15 @@ def _host_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics, i
             if previous is None:
                 kernel_name(wait=True)
             _finish(pending, previous, stats, bad, progress)
-            # One task per tensor, largest first: the pool balances the cores by itself; on
-            # many cores the largest are cut in chunks, which would otherwise end the batch last.
+            # One task per tensor, largest first: the pool balances the cores by itself.
+            # (Counting the largest in chunks on several threads was no faster on 16 cores:
+            # bench/results/h200-2026-12-02-split-vs-whole-cpu16.log.)
             sizes = {n: v.size for n, v in outputs.items()}
             order = sorted(sizes, key=lambda n: -sizes[n])
-            pending = []
-            for name in order:
-                x = outputs[name]
-                parts = min(threads, x.size // SPLIT_VALUES) if threads >= 4 else 1
-                chunks = plane_chunks(x, lanes_of(name), parts) if parts > 1 and \
-                    isinstance(x, np.ndarray) else []
-                if len(chunks) < 2 or not splittable(name, x):
-                    pending.append(pool.submit(task, outputs, name))
-                    continue
-                group = _Chunks(len(chunks))
-                pending.extend(pool.submit(chunk_task, outputs, name, k, c, group)
-                               for k, c in enumerate(chunks))
+            pending = [pool.submit(task, outputs, name) for name in order]
             previous = batch
             del outputs
         _finish(pending, previous, stats, bad, progress)
-
-
-# On machines of 4 cores or more, activations of more than 2 M values are counted in chunks
-# of at least 1 M values on several threads (16 cores, EfficientNet-Lite0 at batch 2: one
-# 2.4 M-value Relu pair took 7 ms alone, longer than the rest of the batch on 15 threads).
-SPLIT_VALUES = 1 << 20
-
-
-class _Chunks:
-    """The parts of one tensor's batch, counted by several tasks."""
-
-    def __init__(self, n: int) -> None:
-        self.parts: list[Local | None] = [None] * n
-        self._left = n
-        self._lock = threading.Lock()
-
-    def done(self, k: int, part: Local | None) -> bool:
-        """Record chunk k; True for the task that completes the set."""
-        with self._lock:
-            self.parts[k] = part
-            self._left -= 1
-            return self._left == 0
 
 
 def _finish(pending: list[Future], batch: Batch | None, stats: Statistics,

@@ -190,7 +190,7 @@ def _fast(x: np.ndarray, *hists: Any) -> bool:
 
 @dataclass
 class Local:
-    """What the numba kernel counted over some planes of one batch, not yet added: counts on
+    """What the numba kernel counted over one batch, not yet added: counts on
     the kernel's own power-of-two grids (1 row, or 3 for a Relu pair: P, N, A), their
     widths, the min/max keys and the per-channel sums (of x, and of y for a pair)."""
 
@@ -201,27 +201,15 @@ class Local:
     sums_y: np.ndarray | None = None
 
 
-def plane_chunks(x: np.ndarray, lanes: int, parts: int) -> list[tuple[int, int]]:
-    """`parts` ranges of whole planes of x (as the kernels see it), for `observe_local`."""
-    _, plane, n_c = _layout(x, lanes)
-    planes = x.size // plane if plane else 0
-    parts = max(1, min(parts, planes))
-    edges = [planes * k // parts for k in range(parts + 1)]
-    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-
-
 def observe_local(x: np.ndarray, num_bins: int, sums: bool, lanes: int = 1,
-                  planes: tuple[int, int] | None = None, top: float | None = None) -> Local | None:
-    """The numba kernel over planes [p0, p1) of x (all by default), nothing added yet: None
-    when the numpy path must take the whole batch instead (numba not loaded, a layout it does
-    not take, a NaN/Inf, a grid finer than float32 can scale to). `top`: a Relu pair
-    (`observe_relu`). Chunks of one batch may run on several threads; `merge` adds them."""
+                  top: float | None = None) -> Local | None:
+    """The numba kernel over x, nothing added yet (`merge` adds it): None when the numpy
+    path must take the batch instead (numba not loaded, a layout it does not take, a NaN/Inf,
+    a grid finer than float32 can scale to). `top`: a Relu pair (`observe_relu`)."""
     if not (_READY.is_set() and _OBSERVE is not None and x.dtype == np.float32
             and x.flags.c_contiguous and 0 < x.size < 2**31 and not num_bins & (num_bins - 1)):
         return None
     flat, plane, n_c = _layout(x, lanes)
-    p0, p1 = planes if planes is not None else (0, x.size // plane)
-    flat = flat[p0 * plane:p1 * plane]
     rows = 1 if top is None else 3
     counts, widths, keys, cast = np.zeros((rows, num_bins), np.int64), np.zeros(rows), \
         np.zeros(2), np.zeros(1, np.int32)
@@ -236,10 +224,6 @@ def observe_local(x: np.ndarray, num_bins: int, sums: bool, lanes: int = 1,
                              counts, widths, keys, csx, csy, cast, cast.view(np.float32))
     if code != 0:
         return None
-    shift = (p0 % n_c) * lanes  # the kernel counts channels from the chunk's first plane
-    if shift and sums:
-        csx = np.roll(csx, shift)
-        csy = None if csy is None else np.roll(csy, shift)
     return Local(counts, widths, keys, csx if sums else None, csy if sums else None)
 
 

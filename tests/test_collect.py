@@ -161,37 +161,3 @@ def test_auto_batch_size(digits: onnx.ModelProto, caplog) -> None:
     assert auto_batch_size(dynamic, None, None) == 8  # per-sample size unknown
     big = [Activation("t", "n", "Conv", TensorInfo("t", TensorProto.FLOAT, ("N", 64, 512, 512)))]
     assert auto_batch_size(big, None, None) == 2  # 64 MB per sample, 128 MB budget
-
-
-def test_chunked_counting_equals_one_task_per_tensor(digits: onnx.ModelProto, calib_arrays: np.ndarray,
-                                                     monkeypatch) -> None:
-    """On many cores the largest activations are counted in chunks by several threads and
-    added in chunk order: the same statistics as one task per tensor (here forced with 8
-    threads and 4 K-value chunks on the digits CNN, Relu pairs included)."""
-    from test_derived import assert_same
-
-    from ptq import collect
-
-    kernels.kernel_name(wait=True)
-    batches = [calib_arrays[i:i + 40] * (1 + i / 100) for i in range(0, 200, 40)]  # growing grids
-    whole = collect_statistics(digits, IterableData(batches, graph_inputs(digits)).batches(40),
-                               providers="cpu", threads=1)
-    calls: list = []
-    counted = collect.observe_local
-    monkeypatch.setattr(collect, "observe_local", lambda *a, **k: (calls.append(a), counted(*a, **k))[1])
-    monkeypatch.setattr(collect, "SPLIT_VALUES", 1 << 12)
-    chunked = collect_statistics(digits, IterableData(batches, graph_inputs(digits)).batches(40),
-                                 providers="cpu", threads=8)
-    assert_same(whole, chunked)
-    if kernels.kernel_name() == "numba":
-        assert len(calls) > 5 * len(batches)  # chunks were counted
-
-
-def test_nan_in_one_chunk_names_the_tensor(bad_models: dict[str, Path], monkeypatch) -> None:
-    from ptq import collect
-
-    monkeypatch.setattr(collect, "SPLIT_VALUES", 1 << 12)
-    model = load_model(bad_models["nan_model"])
-    x = np.random.default_rng(0).random((64, 3, 16, 16), np.float32)
-    with pytest.raises(CalibrationError, match="tensor 'bad'.*NaN"):
-        collect_statistics(model, IterableData([x], graph_inputs(model)).batches(64), threads=8)
