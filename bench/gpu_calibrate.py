@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +141,7 @@ def breakdown(model: Path, data: Path, providers: str, batch: int) -> dict:
     from ptq.backends.ort import OrtRunner
     from ptq.calibration import CalibrateConfig, build_table
     from ptq.calibrators import Method
-    from ptq.collect import open_statistics_runner, collect_statistics
+    from ptq.collect import collect_statistics, statistics_runner
     from ptq.datasets.arrays import load_arrays
     from ptq.graph.edit import add_outputs
     from ptq.graph.model import activations, graph_inputs, load_model
@@ -169,9 +168,9 @@ def breakdown(model: Path, data: Path, providers: str, batch: int) -> dict:
     out["exposed_session_s"], out["exposed_infer_s"] = t1 - t0, time.perf_counter() - t1
     if providers == "cpu":  # what the pass runs: NCHWc tensors exposed in their blocks
         t0 = time.perf_counter()
-        with ExitStack() as stack:
-            runner, blocked = open_statistics_runner(stack, add_outputs(proto, [a.info for a in acts]),
-                                                     names, providers, blocked=True)
+        with statistics_runner(add_outputs(proto, [a.info for a in acts]), names, providers,
+                               blocked=True) as runner:
+            blocked = runner.blocked
             fetch = [blocked[n].output if n in blocked else n for n in names]
             t1 = time.perf_counter()
             for b in source.batches(batch):

@@ -10,7 +10,6 @@ import logging
 import math
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -218,10 +217,11 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     names = [a.name for a in exposed]
     augmented = add_outputs(model, [a.info for a in exposed])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
-    with ExitStack() as stack:
-        runner, blocked = open_statistics_runner(stack, augmented, names, providers,
-                                                 blocked=blocked and plan == "cpu",
-                                                 shapes={a.name: a.info.shape for a in acts})
+    with statistics_runner(augmented, names, providers, blocked=blocked and plan == "cpu",
+                           shapes={a.name: a.info.shape for a in acts}) as runner:
+        blocked = runner.blocked
+        if blocked:
+            log.info("%d of %d activations read in NCHWc blocks", len(blocked), len(names))
         stats.provider = runner.provider
         stats.blocked = tuple(blocked)
         stats.device = _statistics_device(device, runner)
@@ -238,21 +238,15 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     return stats
 
 
-def open_statistics_runner(stack: ExitStack, augmented: onnx.ModelProto, names: list[str],
-                           providers: str | list[str], *, blocked: bool,
-                           shapes: dict[str, tuple | None] | None = None
-                           ) -> tuple[OrtRunner, dict[str, Blocked]]:
-    """The session of the pass, and the exposed tensors it outputs in NCHWc blocks.
-
-    Host statistics on the CPU EP run at ptq's level `nchwc` (ptq.backends.ort): tensors ORT
-    computes in NCHWc blocks come out without their reorder to NCHW (ptq.graph.nchwc)."""
+def statistics_runner(augmented: onnx.ModelProto, names: list[str], providers: str | list[str],
+                      *, blocked: bool, shapes: dict[str, tuple | None] | None = None) -> OrtRunner:
+    """The session of the pass, to open. Host statistics on the CPU EP run at ptq's level
+    `nchwc` (ptq.backends.ort): tensors ORT computes in NCHWc blocks come out without their
+    reorder to NCHW (ptq.graph.nchwc); once open, `runner.blocked` says which."""
     level = "nchwc" if blocked and resolve_providers(providers)[0] == "CPUExecutionProvider" else "all"
-    runner = stack.enter_context(OrtRunner(augmented, providers=providers, optimization=level,
-                                           session_config={"session.intra_op.allow_spinning": "0"},
-                                           expose_blocked=names, shapes=shapes))
-    if runner.blocked:
-        log.info("%d of %d activations read in NCHWc blocks", len(runner.blocked), len(names))
-    return runner, runner.blocked
+    return OrtRunner(augmented, providers=providers, optimization=level,
+                     session_config={"session.intra_op.allow_spinning": "0"},
+                     expose_blocked=names, shapes=shapes)
 
 
 def _device_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics,
