@@ -126,9 +126,16 @@ class OrtRunner:
                         "running at level 'disable' (exact Q/DQ)", ", ".join(sorted(fused)))
             return self._open(model, OPT_LEVELS["disable"])
         shapes = self._shapes if self._shapes is not None else tensor_shapes(model)
-        rewritten, self.blocked = expose_blocked(optimized, self._expose, shapes, block)
-        self.on_blocks = rewritten is not optimized
-        return first if rewritten is optimized else self._open(rewritten, OPT_LEVELS["disable"])
+        rewritten, blocked = expose_blocked(optimized, self._expose, shapes, block)
+        if rewritten is optimized:
+            return first
+        try:
+            session = self._open(rewritten, OPT_LEVELS["disable"])
+        except PtqError as exc:  # a graph the rewrite got wrong: ORT's own graph still runs
+            log.warning("NCHWc rewrite not used (%s); please report this model", exc)
+            return first
+        self.blocked, self.on_blocks = blocked, True
+        return session
 
     def _open(self, model: str | Path | onnx.ModelProto, level: ort.GraphOptimizationLevel,
               config: dict[str, str] | None = None, save: Path | None = None) -> ort.InferenceSession:

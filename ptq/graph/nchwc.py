@@ -124,11 +124,9 @@ def expose_blocked(optimized: onnx.ModelProto, exposed: set[str],
     out.graph.node.extend(kept)
     new_outputs = []
     for o in graph.output:
-        if o.name in mapping:
-            new_outputs.append(helper.make_tensor_value_info(mapping[o.name].output,
-                                                             TensorProto.FLOAT, None))
-        else:
-            new_outputs.append(o)
+        if o.name in mapping:  # same type and (unpadded) shape, read from the blocks
+            o = onnx.ValueInfoProto(name=mapping[o.name].output, type=o.type)
+        new_outputs.append(o)
     del out.graph.output[:]
     out.graph.output.extend(new_outputs)
     return out, mapping
