@@ -217,8 +217,7 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     names = [a.name for a in exposed]
     augmented = add_outputs(model, [a.info for a in exposed])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
-    with statistics_runner(augmented, names, providers, blocked=blocked and plan == "cpu",
-                           shapes={a.name: a.info.shape for a in acts}) as runner:
+    with statistics_runner(augmented, names, providers, blocked=blocked and plan == "cpu") as runner:
         blocked = runner.blocked
         if blocked:
             log.info("%d of %d activations read in NCHWc blocks", len(blocked), len(names))
@@ -239,14 +238,14 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
 
 
 def statistics_runner(augmented: onnx.ModelProto, names: list[str], providers: str | list[str],
-                      *, blocked: bool, shapes: dict[str, tuple | None] | None = None) -> OrtRunner:
+                      *, blocked: bool) -> OrtRunner:
     """The session of the pass, to open. Host statistics on the CPU EP run at ptq's level
     `nchwc` (ptq.backends.ort): tensors ORT computes in NCHWc blocks come out without their
     reorder to NCHW (ptq.graph.nchwc); once open, `runner.blocked` says which."""
     level = "nchwc" if blocked and resolve_providers(providers)[0] == "CPUExecutionProvider" else "all"
     return OrtRunner(augmented, providers=providers, optimization=level,
                      session_config={"session.intra_op.allow_spinning": "0"},
-                     expose_blocked=names, shapes=shapes)
+                     expose_blocked=names)
 
 
 def _device_pass(runner: OrtRunner, batches: Iterable[Batch], stats: Statistics,

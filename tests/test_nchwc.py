@@ -199,3 +199,73 @@ def test_integer_kernels_are_recognised_in_a_real_optimized_graph(tmp_path: Path
         ort.InferenceSession(_qdq_conv(), opts, providers=["CPUExecutionProvider"])
         found.append(integer_ops(onnx.load(tmp_path / f"opt{flag}.onnx")))
     assert "QLinearConv" in found[0] and found[1] == set()
+
+
+# Graphs from review that the rewrite got wrong or crashed on (fixed): a variadic Max, a Max of
+# one input, a stale value_info declaring a broadcast operand full-size, a uint8 Q output that is
+# also a graph output, an If branch reading a conv output from the outer scope.
+def _odd(kind: str) -> onnx.ModelProto:
+    rng = np.random.default_rng(3)
+    f = TensorProto.FLOAT
+
+    def w(name: str, *shape: int) -> onnx.TensorProto:
+        return onnx.numpy_helper.from_array(
+            (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+
+    conv = lambda x, wt, y: helper.make_node("Conv", [x, wt], [y], pads=[1, 1, 1, 1])  # noqa: E731
+    inits = [w("w1", 16, 3, 3, 3), w("w2", 16, 3, 3, 3), w("w3", 16, 3, 3, 3), w("w4", 16, 16, 3, 3)]
+    outputs = [helper.make_tensor_value_info("out", f, None)]
+    value_info = []
+    if kind == "max3":
+        nodes = [conv("x", "w1", "c1"), conv("x", "w2", "c2"), conv("x", "w3", "c3"),
+                 helper.make_node("Max", ["c1", "c2", "c3"], ["m"]), conv("m", "w4", "out")]
+    elif kind == "max1":
+        nodes = [conv("x", "w1", "c1"), helper.make_node("Max", ["c1"], ["m"]), conv("m", "w4", "out")]
+    elif kind == "stale":
+        nodes = [conv("x", "w1", "c1"), helper.make_node("GlobalAveragePool", ["c1"], ["g"]),
+                 helper.make_node("Mul", ["c1", "g"], ["m"]), conv("m", "w4", "out")]
+        value_info = [helper.make_tensor_value_info("g", f, [2, 16, 9, 7])]  # really [2, 16, 1, 1]
+    elif kind == "q_output":
+        inits += [onnx.numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                  onnx.numpy_helper.from_array(np.array(128, np.uint8), "z")]
+        nodes = [conv("x", "w1", "c1"), helper.make_node("QuantizeLinear", ["c1", "s", "z"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]), conv("d", "w4", "out")]
+        outputs.append(helper.make_tensor_value_info("q", TensorProto.UINT8, None))
+    else:  # "if"
+        branch = lambda op, y: helper.make_graph(  # noqa: E731
+            [helper.make_node(op, ["s1"], [y])], y, [], [helper.make_tensor_value_info(y, f, None)])
+        inits.append(onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+        nodes = [conv("x", "w1", "c1"), helper.make_node("Sigmoid", ["c1"], ["s1"]), conv("s1", "w4", "c2"),
+                 helper.make_node("ReduceSum", ["x"], ["sx"], keepdims=0),
+                 helper.make_node("Greater", ["sx", "zero"], ["cond"]),
+                 helper.make_node("If", ["cond"], ["iff"], then_branch=branch("Sigmoid", "t"),
+                                  else_branch=branch("Neg", "e")),
+                 helper.make_node("Add", ["c2", "iff"], ["out"])]
+    for i, n in enumerate(nodes):
+        n.name = f"n{i}_{n.op_type}"
+    graph = helper.make_graph(nodes, kind, [helper.make_tensor_value_info("x", f, [2, 3, 9, 7])],
+                              outputs, inits, value_info=value_info)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@needs_nchwc
+@pytest.mark.parametrize("kind", ["max3", "max1", "stale", "q_output", "if"])
+def test_odd_graphs_give_the_same_values(kind: str) -> None:
+    from ptq.backends.ort import OrtRunner
+
+    model = _odd(kind)
+    x = [np.random.default_rng(i).standard_normal((2, 3, 9, 7)).astype(np.float32) for i in range(3)]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    with OrtRunner(model, providers="cpu", optimization="nchwc") as runner:
+        got = runner.infer({"x": x[0]}, names)
+    for name, want in zip(names, session.run(names, {"x": x[0]})):
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+    if kind != "q_output":  # statistics take float models
+        plain, fast = both(model, x)
+        assert_same(plain, fast)

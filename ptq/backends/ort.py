@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
 import onnx
@@ -72,11 +72,9 @@ class OrtRunner:
     def __init__(self, model: str | Path | onnx.ModelProto, *, providers: str | list[str] = "auto",
                  optimization: str = "all", threads: int | None = None,
                  session_config: dict[str, str] | None = None,
-                 expose_blocked: Iterable[str] = (),
-                 shapes: Mapping[str, tuple | None] | None = None) -> None:
+                 expose_blocked: Iterable[str] = ()) -> None:
         """optimization "nchwc" (CPU EP): see `_enter_nchwc`; `expose_blocked` names graph
-        outputs it may give in NCHWc blocks instead (then listed in `self.blocked`); `shapes`:
-        the model's tensor shapes where the caller has them (else inferred here)."""
+        outputs it may give in NCHWc blocks instead (then listed in `self.blocked`)."""
         if optimization not in OPT_LEVELS and optimization != "nchwc":
             raise InternalError(f"unknown optimization level {optimization!r}")
         self._model = model
@@ -87,7 +85,6 @@ class OrtRunner:
         self._disabled = _DISABLED_OPTIMIZERS.get(optimization, [])
         self._threads = threads
         self._expose = set(expose_blocked)
-        self._shapes = shapes
         self.blocked: dict[str, Blocked] = {}
         self.on_blocks = False  # "nchwc": the session runs ptq.graph.nchwc's rewrite
         self._session: ort.InferenceSession | None = None
@@ -125,8 +122,7 @@ class OrtRunner:
             log.warning("ONNX Runtime fused Q/DQ into %s despite session.disable_quant_qdq: "
                         "running at level 'disable' (exact Q/DQ)", ", ".join(sorted(fused)))
             return self._open(model, OPT_LEVELS["disable"])
-        shapes = self._shapes if self._shapes is not None else tensor_shapes(model)
-        rewritten, blocked = expose_blocked(optimized, self._expose, shapes, block)
+        rewritten, blocked = expose_blocked(optimized, self._expose, tensor_shapes(model), block)
         if rewritten is optimized:
             return first
         try:

@@ -74,8 +74,12 @@ def expose_blocked(optimized: onnx.ModelProto, exposed: set[str],
     and {exposed name: where it now comes out}; an empty map leaves nothing to gain (the model
     is then returned unchanged)."""
     graph = optimized.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for n in graph.node for a in n.attribute):
+        return optimized, {}  # subgraphs read the outer scope by name: left as ORT built it
     scalars = {t.name for t in graph.initializer if all(d == 1 for d in t.dims)}
     inits = {t.name: t for t in graph.initializer}
+    readers = _readers(graph)
     blocks: dict[str, str] = {}      # NCHW name -> the same values in NCHWc blocks
     alias: dict[str, str] = {}       # a ReorderInput's output -> the blocks it reordered
     produced_here: dict[str, int] = {}  # NCHW names no node will produce after the rewrite
@@ -89,7 +93,9 @@ def expose_blocked(optimized: onnx.ModelProto, exposed: set[str],
             if node.input[0] in blocks and not _attr(node, "channels_last", 0):
                 alias[node.output[0]] = blocks[node.input[0]]
                 continue
-        elif node.domain in ("", "ai.onnx") and _elementwise_on(node, blocks, shapes, scalars):
+        elif node.domain in ("", "ai.onnx") and _elementwise_on(node, blocks, shapes, scalars) \
+                and (node.op_type != "QuantizeLinear" or
+                     _only_moved_dequantizers(node, readers, scalars, shapes)):
             out = node.output[0]
             node = _on_blocks(node, blocks)
             split = _dequantize_as_cast_mul(node, inits)
@@ -154,11 +160,11 @@ def _elementwise_on(node: onnx.NodeProto, blocks: Mapping[str, str],
     """An elementwise op whose data inputs are all available in blocks, at its output's shape."""
     if len(node.output) != 1:
         return False
-    if node.op_type in _UNARY or node.op_type in _QDQ:
+    if (node.op_type in _UNARY or node.op_type in _QDQ) and node.input:
         data = node.input[:1]
         if any(name and name not in scalars for name in node.input[1:]):
             return False  # Clip's bounds: constant scalars only
-    elif node.op_type in _BINARY:
+    elif node.op_type in _BINARY and len(node.input) == 2:  # Max/Min/Sum take any number
         data = node.input[:2]
     else:
         return False
@@ -197,6 +203,30 @@ def _dequantize_as_cast_mul(node: onnx.NodeProto, inits: Mapping[str, onnx.Tenso
     return cast, mul
 
 
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto | None]]:
+    """name -> the nodes that read it (None for a graph output)."""
+    out: dict[str, list[onnx.NodeProto | None]] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    for o in graph.output:
+        out.setdefault(o.name, []).append(None)
+    return out
+
+
+def _only_moved_dequantizers(node: onnx.NodeProto, readers: Mapping[str, list],
+                             scalars: set[str], shapes: Mapping[str, tuple | None]) -> bool:
+    """A QuantizeLinear whose integer output only per-tensor DequantizeLinears of its shape
+    read: they move onto the blocks with it, so nothing needs that output back in NCHW
+    (ReorderOutput takes float32 only)."""
+    q = node.output[0]
+    return all(r is not None and r.op_type == "DequantizeLinear" and r.domain in ("", "ai.onnx")
+               and list(r.input[:1]) == [q] and len(r.output) == 1
+               and all(not name or name in scalars for name in r.input[1:])
+               and _same(shapes.get(r.output[0]), shapes.get(q))
+               for r in readers.get(q, [None]))
+
+
 def _renamed_inputs(node: onnx.NodeProto, alias: Mapping[str, str]) -> onnx.NodeProto:
     if not any(i in alias for i in node.input):
         return node
@@ -225,10 +255,15 @@ def integer_ops(model: onnx.ModelProto) -> set[str]:
 
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple | None]:
-    """Every value's inferred shape (ints where static), for `expose_blocked`: inferred on
-    the weightless skeleton (serializing the weights for onnx's C++ cost 80 ms a model)."""
+    """Every value's inferred shape (ints where static), for `expose_blocked`: inferred afresh
+    (a stale value_info in the file, which ORT ignores, would let a broadcast pass for an
+    elementwise op) on the weightless skeleton (with the weights: 80 ms a model)."""
+    bare = skeleton(model)
+    del bare.graph.value_info[:]
+    for o in bare.graph.output:
+        o.type.tensor_type.ClearField("shape")
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton(model))
+        inferred = onnx.shape_inference.infer_shapes(bare)
     except Exception:  # a graph shape inference cannot follow: nothing is rewritten
         return {}
     out: dict[str, tuple | None] = {}
