@@ -189,10 +189,10 @@ def _fast(x: np.ndarray, *hists: Any) -> bool:
 
 
 @dataclass
-class Local:
-    """What the numba kernel counted over one batch, not yet added: counts on
-    the kernel's own power-of-two grids (1 row, or 3 for a Relu pair: P, N, A), their
-    widths, the min/max keys and the per-channel sums (of x, and of y for a pair)."""
+class _Local:
+    """What the numba kernel counted over one batch, not yet added: counts on the kernel's
+    own power-of-two grids (1 row, or 3 for a Relu pair: P, N, A), their widths, the min/max
+    keys and the per-channel sums (of x, and of y for a pair)."""
 
     counts: np.ndarray
     widths: np.ndarray
@@ -201,72 +201,26 @@ class Local:
     sums_y: np.ndarray | None = None
 
 
-def observe_local(x: np.ndarray, num_bins: int, sums: bool, lanes: int = 1,
-                  top: float | None = None) -> Local | None:
-    """The numba kernel over x, nothing added yet (`merge` adds it): None when the numpy
-    path must take the batch instead (numba not loaded, a layout it does not take, a NaN/Inf,
-    a grid finer than float32 can scale to). `top`: a Relu pair (`observe_relu`)."""
-    if not (_READY.is_set() and _OBSERVE is not None and x.dtype == np.float32
-            and x.flags.c_contiguous and 0 < x.size < 2**31 and not num_bins & (num_bins - 1)):
-        return None
+def _run_kernel(x: np.ndarray, num_bins: int, sums: bool, lanes: int,
+                top: float | None = None) -> _Local | None:
+    """The numba kernel over x (which `_fast` accepted); None when the numpy path must take
+    the batch instead (a NaN/Inf, a grid finer than float32 can scale to). `top`: a Relu pair."""
     flat, plane, n_c = _layout(x, lanes)
     rows = 1 if top is None else 3
     counts, widths, keys, cast = np.zeros((rows, num_bins), np.int64), np.zeros(rows), \
         np.zeros(2), np.zeros(1, np.int32)
     csx = np.zeros(n_c * lanes if sums else 0)
+    csy = None
     if top is None:
         code = _OBSERVE(flat, flat.view(np.int32), plane, n_c, lanes, counts, widths, keys, csx,
                         cast, cast.view(np.float32))
-        csy = None
     else:
         csy = np.zeros_like(csx)
         code = _OBSERVE_RELU(flat, flat.view(np.int32), plane, n_c, lanes, np.float32(top),
                              counts, widths, keys, csx, csy, cast, cast.view(np.float32))
     if code != 0:
         return None
-    return Local(counts, widths, keys, csx if sums else None, csy if sums else None)
-
-
-def merge(hist: Any, channel_sum: np.ndarray | None, parts: list[Local]) -> tuple[float, float]:
-    """Add the parts of one batch (`observe_local`) to the accumulators; the batch's min, max."""
-    lo = _key_value(min(p.keys[0] for p in parts))
-    hi = _key_value(max(p.keys[1] for p in parts))
-    if channel_sum is not None:
-        for p in parts:
-            channel_sum += p.sums
-    if max(-lo, hi) > 0:
-        hist.grow(max(-lo, hi))
-    _add(hist, [(p.counts[0], p.widths[0]) for p in parts])
-    return lo, hi
-
-
-def merge_relu(top: float, hx: Any, hy: Any, sums_x: np.ndarray | None, sums_y: np.ndarray | None,
-               parts: list[Local]) -> tuple[tuple[float, float], tuple[float, float]]:
-    """`merge` for a Relu pair's parts: x's accumulators and y's (y = min(max(x, 0), top))."""
-    lo = _key_value(min(p.keys[0] for p in parts))
-    hi = _key_value(max(p.keys[1] for p in parts))
-    if sums_x is not None and sums_y is not None:
-        for p in parts:
-            sums_x += p.sums
-            sums_y += p.sums_y
-    if max(-lo, hi) > 0:
-        hx.grow(max(-lo, hi))
-    _add(hx, [(c, p.widths[r]) for p in parts for r, c in enumerate(p.counts)])
-    f32_top, f32_zero = np.float32(top), np.float32(0)
-    y_lo = float(min(max(np.float32(lo), f32_zero), f32_top))
-    y_hi = float(min(max(np.float32(hi), f32_zero), f32_top))
-    if y_hi > 0:
-        hy.grow(y_hi)
-    _add(hy, [(p.counts[0], p.widths[0]) for p in parts])
-    negatives = sum(int(p.counts[1].sum()) for p in parts)
-    tops = sum(int(p.counts[2].sum()) for p in parts)
-    if hy.bin_width:  # y's zeros from x's negatives, y's tops from x's values >= top
-        hy.counts[0] += negatives
-        if tops:
-            hy.counts[_bin_of(f32_top, hy.bin_width, len(hy.counts))] += tops
-    else:
-        hy.pending_zeros += negatives
-    return (lo, hi), (y_lo, y_hi)
+    return _Local(counts, widths, keys, csx if sums else None, csy if sums else None)
 
 
 def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
@@ -282,11 +236,16 @@ def observe(x: np.ndarray, hist: Any, channel_sum: np.ndarray | None,
     and nothing is added. `lanes` > 1: x is [N, C, H, W] in NCHWc blocks of `lanes` channels
     (ptq.graph.nchwc); only the sums depend on the layout.
     """
-    part = observe_local(x, hist.num_bins, channel_sum is not None, lanes) \
-        if _fast(x, hist) else None
+    part = _run_kernel(x, hist.num_bins, channel_sum is not None, lanes) if _fast(x, hist) else None
     if part is None:
         return _observe_numpy(x, hist, channel_sum, scratch, lanes)
-    return merge(hist, channel_sum, [part])
+    lo, hi = _key_value(part.keys[0]), _key_value(part.keys[1])
+    if channel_sum is not None:
+        channel_sum += part.sums
+    if max(-lo, hi) > 0:
+        hist.grow(max(-lo, hi))
+    _add(hist, [(part.counts[0], part.widths[0])])
+    return lo, hi
 
 
 def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray | None,
@@ -300,10 +259,30 @@ def observe_relu(x: np.ndarray, top: float, hx: Any, hy: Any, sums_x: np.ndarray
     computes y and observes both."""
     part = None
     if _fast(x, hx, hy) and (sums_x is None) == (sums_y is None):
-        part = observe_local(x, hx.num_bins, sums_x is not None, lanes, top=top)
+        part = _run_kernel(x, hx.num_bins, sums_x is not None, lanes, top=top)
     if part is None:
         return _observe_relu_numpy(x, top, hx, hy, sums_x, sums_y, scratch, lanes)
-    return merge_relu(top, hx, hy, sums_x, sums_y, [part])
+    lo, hi = _key_value(part.keys[0]), _key_value(part.keys[1])
+    if sums_x is not None and sums_y is not None:
+        sums_x += part.sums
+        sums_y += part.sums_y
+    p, n, a = part.counts
+    if max(-lo, hi) > 0:
+        hx.grow(max(-lo, hi))
+    _add(hx, [(p, part.widths[0]), (n, part.widths[1]), (a, part.widths[2])])
+    f32_top, f32_zero = np.float32(top), np.float32(0)
+    y_lo = float(min(max(np.float32(lo), f32_zero), f32_top))
+    y_hi = float(min(max(np.float32(hi), f32_zero), f32_top))
+    if y_hi > 0:
+        hy.grow(y_hi)
+    _add(hy, [(p, part.widths[0])])
+    if hy.bin_width:  # y's zeros from x's negatives, y's tops from x's values >= top
+        hy.counts[0] += int(n.sum())
+        if a.any():
+            hy.counts[_bin_of(f32_top, hy.bin_width, len(hy.counts))] += int(a.sum())
+    else:
+        hy.pending_zeros += int(n.sum())
+    return (lo, hi), (y_lo, y_hi)
 
 
 def _bin_of(value: np.float32, width: float, num_bins: int) -> int:
