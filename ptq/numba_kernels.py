@@ -126,28 +126,36 @@ def _relu_plane_pass(xs, bs, top, top_bits):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
-def _lane_sums(xs, lanes, acc):  # pragma: no cover - compiled
-    """Per-channel sums of one plane of NCHWc blocks ([H, W, lanes]) into acc[:lanes]."""
-    for j in range(lanes):
-        acc[j] = 0.0
-    for h in range(0, xs.shape[0], lanes):
+def _lane_sums(xs, lanes, csum, base):  # pragma: no cover - compiled
+    """Per-channel sums of one plane of NCHWc blocks ([H, W, lanes]), added to
+    csum[base:base + lanes]."""
+    rows = xs.reshape(xs.shape[0] // lanes, lanes)  # row by row: 0.23 ns a value, 0.57 strided
+    acc = np.zeros(lanes)
+    for h in range(rows.shape[0]):
+        row = rows[h]
         for j in range(lanes):
-            acc[j] += xs[h + j]
+            acc[j] += row[j]
+    for j in range(lanes):
+        csum[base + j] += acc[j]
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc"})
-def _relu_lane_sums(xs, lanes, top, acc_x, acc_y):  # pragma: no cover - compiled
+def _relu_lane_sums(xs, lanes, top, csx, csy, base):  # pragma: no cover - compiled
     """_lane_sums of x and of min(max(x, 0), top)."""
     zero = np.float32(0.0)
-    for j in range(lanes):
-        acc_x[j] = 0.0
-        acc_y[j] = 0.0
-    for h in range(0, xs.shape[0], lanes):
+    rows = xs.reshape(xs.shape[0] // lanes, lanes)
+    acc_x = np.zeros(lanes)
+    acc_y = np.zeros(lanes)
+    for h in range(rows.shape[0]):
+        row = rows[h]
         for j in range(lanes):
-            v = xs[h + j]
+            v = row[j]
             acc_x[j] += v
             y = v if v > zero else zero
             acc_y[j] += y if y < top else top
+    for j in range(lanes):
+        csx[base + j] += acc_x[j]
+        csy[base + j] += acc_y[j]
 
 
 # Blocks of whole (n, c) planes of >= BLOCK values: pass A (per-plane sums, min/max on
@@ -168,7 +176,6 @@ def observe(x, bits, plane, n_c, lanes, counts, widths, state, csum, cast_i,
     lo_all = np.int32(2147483647)
     hi_all = np.int32(-2147483648)
     sums = csum.shape[0] > 0
-    acc = np.zeros(lanes)
     step = max(1, BLOCK // max(1, plane))
     for p0 in range(0, planes, step):
         p1 = min(planes, p0 + step)
@@ -183,10 +190,7 @@ def observe(x, bits, plane, n_c, lanes, counts, widths, state, csum, cast_i,
             if sums and lanes == 1:
                 csum[p % n_c] += total
             elif sums:
-                _lane_sums(xs, lanes, acc)
-                base = (p % n_c) * lanes
-                for j in range(lanes):
-                    csum[base + j] += acc[j]
+                _lane_sums(xs, lanes, csum, (p % n_c) * lanes)
         lo_all = min(lo_all, lo)
         hi_all = max(hi_all, hi)
         bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
@@ -234,8 +238,6 @@ def observe_relu(x, bits, plane, n_c, lanes, top, counts, widths, state, csx, cs
     lo_all = np.int32(2147483647)
     hi_all = np.int32(-2147483648)
     sums = csx.shape[0] > 0
-    acc_x = np.zeros(lanes)
-    acc_y = np.zeros(lanes)
     step = max(1, BLOCK // max(1, plane))
     for p0 in range(0, planes, step):
         p1 = min(planes, p0 + step)
@@ -253,11 +255,7 @@ def observe_relu(x, bits, plane, n_c, lanes, top, counts, widths, state, csx, cs
                 csx[p % n_c] += tx
                 csy[p % n_c] += ty
             elif sums:
-                _relu_lane_sums(xs, lanes, top, acc_x, acc_y)
-                base = (p % n_c) * lanes
-                for j in range(lanes):
-                    csx[base + j] += acc_x[j]
-                    csy[base + j] += acc_y[j]
+                _relu_lane_sums(xs, lanes, top, csx, csy, (p % n_c) * lanes)
         lo_all = min(lo_all, lo)
         hi_all = max(hi_all, hi)
         bottom = (lo ^ np.int32(0x7FFFFFFF)) & np.int32(0x7FFFFFFF) if lo < 0 else np.int32(0)
