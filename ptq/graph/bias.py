@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from ptq.graph.edit import copy_model
+from ptq.graph.model import node_attribute
 from ptq.graph.qdq import QdqPlan, UniqueNames, weight_scale
 from ptq.graph.rules import GraphIndex
 
@@ -61,12 +62,6 @@ def gemm_output_shift(db: np.ndarray, mean: np.ndarray, trans_b: bool = False) -
     return np.asarray(mean) @ db
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
 
 def bias_corrections(model: onnx.ModelProto, plan: QdqPlan,
                      channel_means: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, float]]:
@@ -87,18 +82,19 @@ def bias_corrections(model: onnx.ModelProto, plan: QdqPlan,
         w = g.constant_array(wq.tensor)
         dw = rounding_error(w, weight_scale(w, wq.axis), wq.axis)
         if node.op_type == "Conv":
-            group = int(_attr(node, "group", 1))
+            group = int(node_attribute(node, "group", 1))
             if len(mean) != w.shape[1] * group or w.shape[0] % group:
                 continue
             shift = conv_output_shift(dw, mean, group)
         else:
-            if _attr(node, "transA", 0) or w.ndim != 2 or float(_attr(node, "beta", 1.0)) == 0.0:
+            if node_attribute(node, "transA", 0) or w.ndim != 2 \
+                    or float(node_attribute(node, "beta", 1.0)) == 0.0:
                 continue
-            trans_b = bool(_attr(node, "transB", 0))
+            trans_b = bool(node_attribute(node, "transB", 0))
             if len(mean) != (w.shape[1] if trans_b else w.shape[0]):
                 continue
-            shift = float(_attr(node, "alpha", 1.0)) * gemm_output_shift(dw, mean, trans_b) \
-                / float(_attr(node, "beta", 1.0))
+            shift = float(node_attribute(node, "alpha", 1.0)) * gemm_output_shift(dw, mean, trans_b) \
+                / float(node_attribute(node, "beta", 1.0))
         if len(node.input) > 2 and node.input[2]:
             if not g.is_constant(node.input[2]):
                 continue

@@ -201,6 +201,14 @@ def tensor_array(tensor: onnx.TensorProto, folder: Path | None) -> np.ndarray:
     return numpy_helper.to_array(tensor)
 
 
+def node_attribute(node: onnx.NodeProto, name: str, default=None):
+    """The value of a node's attribute `name`, or `default` when it is not set."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
 def weight_bytes(model: onnx.ModelProto) -> int:
     """The initializers' data in memory: what decides protobuf's 2 GB limit, read without
     serializing (`ByteSize` walks the whole message: 34 ms for EfficientNet-Lite0)."""

@@ -27,7 +27,7 @@ from typing import Mapping
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ptq.graph.model import skeleton
+from ptq.graph.model import node_attribute, skeleton
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 # Standard ops that compute each output value from the values at the same position: they
@@ -90,7 +90,7 @@ def expose_blocked(optimized: onnx.ModelProto, exposed: set[str],
             if _unblocked_ok(node, shapes.get(node.output[0]), block):
                 blocks[node.output[0]] = node.input[0]
         elif node.domain == NCHWC_DOMAIN and node.op_type == "ReorderInput":
-            if node.input[0] in blocks and not _attr(node, "channels_last", 0):
+            if node.input[0] in blocks and not node_attribute(node, "channels_last", 0):
                 alias[node.output[0]] = blocks[node.input[0]]
                 continue
         elif node.domain in ("", "ai.onnx") and _elementwise_on(node, blocks, shapes, scalars) \
@@ -138,12 +138,6 @@ def expose_blocked(optimized: onnx.ModelProto, exposed: set[str],
     return out, mapping
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
 
 def _static_nchw(shape: tuple | None) -> bool:
     return shape is not None and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:])
@@ -151,8 +145,8 @@ def _static_nchw(shape: tuple | None) -> bool:
 
 def _unblocked_ok(node: onnx.NodeProto, shape: tuple | None, block: int) -> bool:
     """A ReorderOutput to plain NCHW of a tensor whose blocks hold no padding."""
-    return (_static_nchw(shape) and not _attr(node, "channels_last", 0)
-            and _attr(node, "channels", 0) == shape[1] and shape[1] % block == 0)
+    return (_static_nchw(shape) and not node_attribute(node, "channels_last", 0)
+            and node_attribute(node, "channels", 0) == shape[1] and shape[1] % block == 0)
 
 
 def _elementwise_on(node: onnx.NodeProto, blocks: Mapping[str, str],
