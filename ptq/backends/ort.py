@@ -108,11 +108,13 @@ class OrtRunner:
         if self._providers[0] != "CPUExecutionProvider":
             return self._open(model, OPT_LEVELS["disable"])
         qdq = {"session.disable_quant_qdq": "1"}
-        block = nchwc_block()
         if isinstance(model, (str, Path)):
             model = load_model(model)
-        if block is None or data_dir(model) is not None or weight_bytes(model) >= PROTOBUF_LIMIT // 2:
-            return self._open(model, OPT_LEVELS["all"], qdq)  # not saved, so not rewritten
+        if data_dir(model) is not None or weight_bytes(model) >= PROTOBUF_LIMIT // 2:
+            # too large to save the optimized graph inline, so it can be neither checked for
+            # integer kernels nor rewritten: a QDQ graph runs `disable`, a float one `all`
+            has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+            return self._open(model, OPT_LEVELS["disable" if has_qdq else "all"], qdq)
         with tempfile.TemporaryDirectory(prefix="ptq-nchwc-") as folder:
             path = Path(folder) / "optimized.onnx"
             first = self._open(model, OPT_LEVELS["all"], qdq, save=path)
@@ -122,6 +124,9 @@ class OrtRunner:
             log.warning("ONNX Runtime fused Q/DQ into %s despite session.disable_quant_qdq: "
                         "running at level 'disable' (exact Q/DQ)", ", ".join(sorted(fused)))
             return self._open(model, OPT_LEVELS["disable"])
+        block = nchwc_block()
+        if block is None:  # no NCHWc kernels on this CPU: ORT's graph as it is
+            return first
         rewritten, blocked = expose_blocked(optimized, self._expose, tensor_shapes(model), block)
         if rewritten is optimized:
             return first
