@@ -218,11 +218,10 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
     augmented = add_outputs(model, [a.info for a in exposed])
     # Exposed tensors cannot be fused away, so each holds the FP32 value of its node.
     with statistics_runner(augmented, names, providers, blocked=blocked and plan == "cpu") as runner:
-        blocked = runner.blocked
-        if blocked:
-            log.info("%d of %d activations read in NCHWc blocks", len(blocked), len(names))
+        if runner.blocked:
+            log.info("%d of %d activations read in NCHWc blocks", len(runner.blocked), len(names))
         stats.provider = runner.provider
-        stats.blocked = tuple(blocked)
+        stats.blocked = tuple(runner.blocked)
         stats.device = _statistics_device(device, runner)
         log.info("statistics pass on %s, statistics on %s", stats.provider, stats.device)
         if stats.device == "cuda":
@@ -232,7 +231,7 @@ def collect_statistics(model: onnx.ModelProto, batches: Iterable[Batch], *,
             _device_pass(runner, batches, stats, inputs, names, fixed_batch, progress)
             return stats
         _host_pass(runner, batches, stats, inputs, names, derived, fixed_batch, progress,
-                   threads or stats_threads(), blocked)
+                   threads or stats_threads(), runner.blocked)
         stats.kernel = kernel_name(wait=False)
     return stats
 
