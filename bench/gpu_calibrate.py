@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ort-images", type=int, default=None,
                    help="images for ORT's entropy calibrator (default: the first --images; 0 skips it)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each measurement (minimum kept)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size of both sides (default: ptq's automatic one for the device)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--breakdown", action="store_true",
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     model, files = prepare(work, sorted({*args.images, *([ort_n] if ort_n else [])}))
     device = planned_device(args.providers)
-    batch = auto_batch_size(activations(load_model(model)), None, None, device)
+    batch = args.batch or auto_batch_size(activations(load_model(model)), None, None, device)
     env = dict(os.environ)
     results: dict = {"machine": machine(args.providers), "batch": batch, "statistics_device": device,
                      "runs": {}}

@@ -19,8 +19,8 @@ from ptq.backends.ort import default_threads
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
 from ptq.calibrators import (AMAX_FLOOR, DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax,
                              explain_auto)
-from ptq.collect import (ACTIVATION_BUDGET_BYTES, Statistics, activation_bytes_per_sample,
-                         auto_batch_size, collect_statistics, planned_device)
+from ptq.collect import (Statistics, activation_bytes_per_sample, auto_batch_size, batch_for,
+                         collect_statistics, planned_device)
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, ConfigError, DataError
 from ptq.graph.model import activations_after_input, float_inputs, graph_inputs, load_model, model_sha256
@@ -101,7 +101,7 @@ def probe_batch_size(proto: onnx.ModelProto, acts: list, source: Any, providers:
     outs = run_model(add_outputs(proto, [a.info for a in acts if a.producer is not None]), [first],
                      providers=providers, optimization="disable")
     per_sample = sum(v.nbytes for v in outs.values()) + sum(v.nbytes for v in first.feeds.values())
-    batch = int(min(32, max(1, ACTIVATION_BUDGET_BYTES // max(1, per_sample))))
+    batch = batch_for(per_sample)  # the host budget, as for static shapes on the CPU
     log.info("dynamic shapes: %.1f MB of activations per sample -> batch size %d",
              per_sample / 2**20, batch)
     return batch

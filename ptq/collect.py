@@ -29,8 +29,13 @@ from ptq.kernels import kernel_name, observe, observe_relu, warm_up
 log = logging.getLogger(__name__)
 
 # Exposed activations per batch when the batch size is auto; two batches are alive at
-# once (one in inference, one in the statistics threads).
+# once (one in inference, one in the statistics threads). 128 MB, and 32 MB a core beyond
+# 4 cores: each batch costs a fixed ~60 Python tasks and an ORT run whose per-op thread
+# hand-offs grow with the cores. Measured in-process, EfficientNet-Lite0, 256 images
+# (bench/results/h200-2026-12-02-host-batch-cpu16.log): 16 cores, batches of 8 instead of
+# 2 took the pass from 2.5 s to 1.4-1.7 s; 2 cores gained nothing and held 400 MB more.
 ACTIVATION_BUDGET_BYTES = 128 << 20
+ACTIVATION_BUDGET_PER_CORE_BYTES = 32 << 20
 # With statistics on the GPU the activations never reach the host: a batch may fill 1 GiB
 # of device memory (larger batches keep the GPU busy between kernel launches).
 DEVICE_ACTIVATION_BUDGET_BYTES = 1 << 30
@@ -171,11 +176,16 @@ def auto_batch_size(acts: list[Activation], fixed: int | None, requested: int | 
     per_sample = activation_bytes_per_sample(acts)
     if not per_sample:
         return 8
-    # Host: 128 MB whatever the cores. Measured on 16 cores (H200 machine, EfficientNet-Lite0,
-    # 256 images): batches of 20 instead of 2 left the statistics pass as slow (5.5 s vs
-    # 5.1 s) at 7.4 GB instead of 1.5 GB of RSS.
-    budget = DEVICE_ACTIVATION_BUDGET_BYTES if device == "cuda" else ACTIVATION_BUDGET_BYTES
-    return int(min(32, max(1, budget // per_sample)))
+    return batch_for(per_sample, device)
+
+
+def batch_for(per_sample: int, device: str = "cpu") -> int:
+    """The automatic batch: as many samples as the activation budget holds, 1 to 32."""
+    if device == "cuda":
+        budget = DEVICE_ACTIVATION_BUDGET_BYTES
+    else:
+        budget = max(ACTIVATION_BUDGET_BYTES, ACTIVATION_BUDGET_PER_CORE_BYTES * default_threads())
+    return int(min(32, max(1, budget // max(1, per_sample))))
 
 
 def stats_threads() -> int:

@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from ptq import collect
 from ptq.collect import Statistics, auto_batch_size, collect_statistics
 from ptq.datasets import IterableData
 from ptq.errors import CalibrationError
@@ -150,7 +151,8 @@ def test_fixed_batch_drops_a_partial_batch_with_a_warning(bad_models, caplog) ->
     assert "dropping a final partial batch of 2" in caplog.text
 
 
-def test_auto_batch_size(digits: onnx.ModelProto, caplog) -> None:
+def test_auto_batch_size(digits: onnx.ModelProto, caplog, monkeypatch) -> None:
+    monkeypatch.setattr(collect, "default_threads", lambda: 2)  # the budget follows the cores
     acts = activations(digits)
     assert auto_batch_size(acts, None, 5) == 5
     assert auto_batch_size(acts, None, None) == 32  # ~100 KB per sample: the cap of 32 applies
@@ -161,3 +163,7 @@ def test_auto_batch_size(digits: onnx.ModelProto, caplog) -> None:
     assert auto_batch_size(dynamic, None, None) == 8  # per-sample size unknown
     big = [Activation("t", "n", "Conv", TensorInfo("t", TensorProto.FLOAT, ("N", 64, 512, 512)))]
     assert auto_batch_size(big, None, None) == 2  # 64 MB per sample, 128 MB budget
+    assert auto_batch_size(big, None, None, "cuda") == 16  # 1 GiB of device memory
+    monkeypatch.setattr(collect, "default_threads", lambda: 16)  # 32 MB a core: 512 MB
+    assert auto_batch_size(big, None, None) == 8
+    assert auto_batch_size(big, None, None, "cuda") == 16
