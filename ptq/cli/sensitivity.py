@@ -104,8 +104,10 @@ def add_parser(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="stop the greedy search after this long (default: no limit)")
     g = p.add_argument_group("execution")
-    g.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="variants evaluated in parallel (default: 1)")
+    g.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="variants evaluated in parallel, each session with cores/N threads "
+                        "(default: on the CPU EP half the cores, at most 8; 1 on a GPU or with "
+                        "--backend trt). The results do not depend on it")
     g.add_argument("--executor", choices=["thread", "process"], default="thread",
                    help="how --jobs runs variants: threads sharing the batches (default), or "
                         "spawned processes (no GIL during graph building; startup ~1 s each)")

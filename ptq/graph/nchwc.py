@@ -176,10 +176,11 @@ def _same(a: tuple | None, b: tuple | None) -> bool:
 def _dequantize_as_cast_mul(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]
                             ) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
     """A per-tensor DequantizeLinear with a float32 scale and a zero point of 0 as Cast + Mul:
-    the same float32 product, float(q) * scale, bit for bit (tests/test_nchwc.py), but ORT
-    runs Cast and Mul on all its threads and DequantizeLinear on one (measured 2 threads,
-    38 M values: DQ 104 -> 102 ms, Cast + Mul 138 -> 90 ms; on 16 cores DQ was most of a
-    QDQ model's time)."""
+    the same float32 product, float(q) * scale, bit for bit (tests/test_nchwc.py), and
+    faster in the whole model: ORT runs Mul on all its threads (Cast and DequantizeLinear on
+    one; measured 1 -> 2 threads, 38 M values: DQ 104 -> 102 ms, Cast + Mul 138 -> 90 ms; on
+    16 cores a QDQ EfficientNet-Lite0 took 1.26 s with DQ, 1.11 s with Cast + Mul, of which
+    Cast is still half: bench/results/h200-2026-12-02-sensitivity-cpu16-profile.log)."""
     if node.op_type != "DequantizeLinear":
         return None
     scale = inits.get(node.input[1]) if len(node.input) > 1 else None

@@ -36,7 +36,7 @@ from ptq.sensitivity.record import AutoResult, LayerResult, SensitivityResult
 from ptq.sensitivity.scoring import BuiltinScorer, Scorer, gain, parse_target, resolve_scorers
 from ptq.sensitivity.search import VARIANTS, GreedyFallback, Mode, parse_precision
 from ptq.sensitivity.variants import (Backend, EngineSpec, Evaluator, ExecutorKind, VariantRun,
-                                      evaluate_many, threads_per_job)
+                                      auto_jobs, evaluate_many, threads_per_job)
 from ptq.version import __version__
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class SensitivityConfig:
     eval_images: int | None = None
     calib_images: int | None = None                 # cap for on-the-fly calibration
     batch_size: int | None = None
-    jobs: int = 1
+    jobs: int | None = None                         # None: auto_jobs (parallel on the CPU EP)
     executor: ExecutorKind = ExecutorKind.THREAD
     backend: Backend = Backend.ORT
     providers: str = "auto"
@@ -94,9 +94,9 @@ class Analysis:
         self.mode, self.pin = Mode.parse(config.mode), parse_precision(config.pin)
         self.target = None if config.auto is None else parse_target(config.auto.target,
                                                                     labels=config.labels)
-        self.jobs = _jobs(config)
         self.engine = EngineSpec(Backend(config.backend), config.providers, config.optimization)
         self.engine.check()
+        self.jobs = _jobs(config)
         self.model = load_model(self.model_path)
         inputs = graph_inputs(self.model)
         self.layout = detect_layout(inputs[0].shape) if inputs else "NCHW"
@@ -121,6 +121,8 @@ class Analysis:
         self.timing: dict[str, float] = {}
         self.runs: list[VariantRun] = []
         self._prepare_data(ranges)
+        if self.jobs is None:
+            self.jobs = auto_jobs(self.engine, self._job_bytes())
         self._prepare_reference()
         self.evaluator = Evaluator(self.model, self.ranges.value, config.quantize,
                                    self.eval.batches, self.reference, self.scorers,
@@ -136,6 +138,14 @@ class Analysis:
         self.timing["baseline_s"] = time.perf_counter() - t0
         if not self.reference_cached:  # only once the inputs proved usable: no stray files
             ReferenceCache(config.cache_dir).store(self._reference_key, self.reference)
+
+    def _job_bytes(self) -> int | None:
+        """One variant session's activations at the evaluation batch (static shapes only)."""
+        from ptq.collect import activation_bytes_per_sample
+        from ptq.graph.model import activations
+
+        per_sample = activation_bytes_per_sample(activations(self.model))
+        return per_sample * self.eval.batch_size if per_sample else None
 
     def _resolve(self, names: Sequence[Any]) -> list[Scorer]:
         scorers = resolve_scorers(names, labels=self.config.labels, decoder=self.config.decoder,
@@ -348,11 +358,14 @@ def rank_layers(rows: Sequence[LayerResult], scorers: Sequence[Scorer],
     return [replace(r, rank=i + 1) for i, r in enumerate(sorted(rows, key=key))]
 
 
-def _jobs(config: SensitivityConfig) -> int:
+def _jobs(config: SensitivityConfig) -> int | None:
+    """--jobs checked; None: automatic (auto_jobs, once the data and batch are known)."""
     if config.optimization not in QDQ_FAITHFUL_LEVELS:
         raise ConfigError(f"optimization level {config.optimization!r} does not compute Q/DQ "
                           "exactly (ONNX Runtime fuses integer kernels that corrupt QDQ models on "
                           "CPUs without VNNI)", hint=f"use one of {', '.join(QDQ_FAITHFUL_LEVELS)}")
+    if config.jobs is None:
+        return None
     if config.jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {config.jobs}")
     if Backend(config.backend) is Backend.TRT and config.jobs > 1:

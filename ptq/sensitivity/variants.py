@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnx
 
-from ptq.backends.ort import OrtRunner, default_threads
+from ptq.backends.ort import OrtRunner, available_memory, default_threads, resolve_providers
 from ptq.datasets.base import Batch
 from ptq.errors import ConfigError
 from ptq.evaluate import run_batches
@@ -128,6 +128,32 @@ class Evaluator:
 
 def threads_per_job(jobs: int) -> int:
     return max(1, default_threads() // max(1, jobs))
+
+
+# Variants at once when --jobs is not given, on ONNX Runtime's CPU EP: half the cores, at most
+# 8 (2 threads a session), every core below 4. A QDQ variant spends much of its time in ops ORT
+# runs on one thread (Cast, DequantizeLinear: half of it on 16 cores) and in building its graph
+# and session; concurrent variants fill the idle cores. Measured, EfficientNet-Lite0, 60 variants
+# (bench/gpu_sensitivity.py): 16 cores, 256 images: 106 s at 1 job, 63 s at 4, 53 s at 8;
+# 2 cores, 20 images: 45.9 s at 1 job, 35.3 s at 2. The results are the same at any count.
+# Each session holds a batch's activations (EfficientNet-Lite0 at batch 32: ~0.9 GB more peak
+# RSS a job, against 1.7 GB estimated from the exposed-activation size): at most half the
+# available memory goes to them, and a model whose activation size is unknown runs 1 job.
+MAX_AUTO_JOBS = 8
+
+
+def auto_jobs(engine: EngineSpec, job_bytes: int | None = None) -> int:
+    """--jobs' default: parallel variants on the CPU EP; one at a time on a GPU or TensorRT,
+    whose single device the variants would share. `job_bytes`: one session's activations
+    (None: unknown, so 1 job)."""
+    if engine.backend is not Backend.ORT or resolve_providers(engine.providers)[0] != "CPUExecutionProvider":
+        return 1
+    cores = default_threads()
+    jobs = cores if cores < 4 else min(MAX_AUTO_JOBS, cores // 2)
+    free = available_memory()
+    if not job_bytes or free is None:
+        return 1
+    return max(1, min(jobs, free // 2 // job_bytes))
 
 
 def evaluate_many(evaluator: Evaluator, variants: Sequence[tuple[Pin, ...]], *, jobs: int = 1,

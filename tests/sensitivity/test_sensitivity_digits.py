@@ -21,6 +21,8 @@ from ptq.quantization import Pin, Precision, QuantizeConfig, quantize
 ENTROPY = QuantizeConfig(algo="entropy")  # the published search: a real loss to recover
 from ptq.sensitivity import (AutoConfig, SensitivityConfig, SensitivityResult, analyze,
                              write_outputs)
+from ptq.sensitivity import variants
+from ptq.sensitivity.variants import Backend, EngineSpec, auto_jobs
 from ptq.table import CalibrationTable
 from sens_helpers import DIGITS_PRE, accuracy_vs_labels, batches_of, cosine_vs_fp32
 
@@ -142,14 +144,31 @@ def test_parallel_threads_and_processes_match_sequential(digits_model_path, digi
                                                          digits_ranges):
     base = dict(metrics=("cosine",), preprocess=DIGITS_PRE, eval_images=60)
     ticks: list[int] = []
-    seq = analyze(digits_model_path, digits_images, SensitivityConfig(**base), ranges=digits_ranges,
-                  progress=ticks.append).result
+    seq = analyze(digits_model_path, digits_images, SensitivityConfig(**base, jobs=1),
+                  ranges=digits_ranges, progress=ticks.append).result
     assert sum(ticks) == len(seq.layers) == 8  # one progress tick per variant
+    assert seq.settings["jobs"] == 1
     for executor in ("thread", "process"):
         par = analyze(digits_model_path, digits_images,
                       SensitivityConfig(**base, jobs=2, executor=executor), ranges=digits_ranges).result
         assert par.settings["jobs"] == 2
         assert [(x.node, x.metrics) for x in par.layers] == [(x.node, x.metrics) for x in seq.layers]
+
+
+def test_default_jobs_follow_the_cores_and_the_memory(entropy_run, monkeypatch):
+    """Without --jobs the CPU EP runs variants in parallel (2 threads a session, at most 8 at
+    once), their activations within half the available memory; the run records the count it
+    used. TensorRT builds one engine at a time; an unknown activation size runs one job."""
+    digits_job = 32 * 100_000  # the digits CNN: ~100 KB of activations a sample, batch 32
+    assert entropy_run.result.settings["jobs"] == auto_jobs(EngineSpec(providers="auto"), digits_job)
+    monkeypatch.setattr(variants, "available_memory", lambda: 64 << 30)
+    for cores, jobs in ((1, 1), (2, 2), (3, 3), (4, 2), (16, 8), (64, 8)):
+        monkeypatch.setattr(variants, "default_threads", lambda cores=cores: cores)
+        assert auto_jobs(EngineSpec(providers="cpu"), digits_job) == jobs
+        assert auto_jobs(EngineSpec(providers="cpu"), None) == 1
+        assert auto_jobs(EngineSpec(backend=Backend.TRT), digits_job) == 1
+    assert auto_jobs(EngineSpec(providers="cpu"), 16 << 30) == 2   # 32 GiB for activations
+    assert auto_jobs(EngineSpec(providers="cpu"), 100 << 30) == 1
 
 
 def test_reference_is_cached_on_disk(digits_model_path, digits_images, digits_ranges, tmp_path):
