@@ -162,7 +162,7 @@ def task_ort_quantize_static(work: Path) -> dict:
 def prepare(work: Path, images: int) -> int:
     """Model, images (the real photos repeated), and the preprocessed batches ptq would feed."""
     from ptq.calibration import CalibrateConfig, PreprocessOptions, open_model_data
-    from ptq.collect import auto_batch_size
+    from ptq.batch_size import auto_batch_size
     from ptq.datasets.samples import write_sample_photos
     from ptq.graph.model import activations, load_model
     from ptq.models.efficientnet_lite import save_efficientnet_lite0

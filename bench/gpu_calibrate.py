@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         "alone, the statistics pass, the algorithms; with statistics on the GPU, "
                         "the per-batch parts of that pass at every --images")
     args = p.parse_args(argv)
-    from ptq.collect import auto_batch_size, planned_device
+    from ptq.batch_size import auto_batch_size
+    from ptq.collect import planned_device
     from ptq.graph.model import activations, load_model
 
     ort_n = args.images[0] if args.ort_images is None else args.ort_images

@@ -19,8 +19,8 @@ from ptq.backends.ort import default_threads
 from ptq.cache import ENTROPY_HEADER, MINMAX_HEADER, DEFAULT_TRT_VERSION, render_cache
 from ptq.calibrators import (AMAX_FLOOR, DEFAULT_METHOD, AlgorithmSettings, Method, compute_amax,
                              explain_auto)
-from ptq.collect import (Statistics, activation_bytes_per_sample, auto_batch_size, batch_for,
-                         collect_statistics, planned_device)
+from ptq.batch_size import activation_bytes_per_sample, auto_batch_size, batch_for
+from ptq.collect import Statistics, collect_statistics, planned_device
 from ptq.datasets import fixed_batch, make_preprocess, open_data
 from ptq.errors import CalibrationError, ConfigError, DataError
 from ptq.graph.model import activations_after_input, float_inputs, graph_inputs, load_model, model_sha256

@@ -15,8 +15,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from ptq import collect
-from ptq.collect import Statistics, auto_batch_size, collect_statistics
+from ptq import batch_size
+from ptq.batch_size import auto_batch_size
+from ptq.collect import Statistics, collect_statistics
 from ptq.datasets import IterableData
 from ptq.errors import CalibrationError
 from ptq.graph.model import Activation, TensorInfo, activations, graph_inputs, load_model
@@ -152,7 +153,7 @@ def test_fixed_batch_drops_a_partial_batch_with_a_warning(bad_models, caplog) ->
 
 
 def test_auto_batch_size(digits: onnx.ModelProto, caplog, monkeypatch) -> None:
-    monkeypatch.setattr(collect, "default_threads", lambda: 2)  # the budget follows the cores
+    monkeypatch.setattr(batch_size, "default_threads", lambda: 2)  # the budget follows the cores
     acts = activations(digits)
     assert auto_batch_size(acts, None, 5) == 5
     assert auto_batch_size(acts, None, None) == 32  # ~100 KB per sample: the cap of 32 applies
@@ -164,6 +165,6 @@ def test_auto_batch_size(digits: onnx.ModelProto, caplog, monkeypatch) -> None:
     big = [Activation("t", "n", "Conv", TensorInfo("t", TensorProto.FLOAT, ("N", 64, 512, 512)))]
     assert auto_batch_size(big, None, None) == 2  # 64 MB per sample, 128 MB budget
     assert auto_batch_size(big, None, None, "cuda") == 16  # 1 GiB of device memory
-    monkeypatch.setattr(collect, "default_threads", lambda: 16)  # 32 MB a core: 512 MB
+    monkeypatch.setattr(batch_size, "default_threads", lambda: 16)  # 32 MB a core: 512 MB
     assert auto_batch_size(big, None, None) == 8
     assert auto_batch_size(big, None, None, "cuda") == 16

@@ -141,7 +141,7 @@ class Analysis:
 
     def _job_bytes(self) -> int | None:
         """One variant session's activations at the evaluation batch (static shapes only)."""
-        from ptq.collect import activation_bytes_per_sample
+        from ptq.batch_size import activation_bytes_per_sample
         from ptq.graph.model import activations
 
         per_sample = activation_bytes_per_sample(activations(self.model))
